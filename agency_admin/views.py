@@ -1,0 +1,212 @@
+"""Admin panel pages: dashboard, workspaces, links, connections, branding, audit log.
+
+Every route is login-protected and reaches objects only through the member's agency:
+another agency's id is a 404. State changes are POSTs with a CSRF token.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from agency_admin import bp
+from portal import queue
+from portal.errors import PlatformError, RefreshBusy, ServiceUnavailable, ValidationFailed
+from portal.services import agencies, audit, connections, links, platforms, tokens
+from portal.services.audit import Actor
+from portal.web import client_ip, db, deps, runtime
+
+LIFETIME_CHOICES = [(1, "1 hour"), (24, "1 day"), (72, "3 days"), (168, "7 days"), (336, "14 days"),
+                    (720, "30 days")]
+
+
+def _actor() -> Actor:
+    return Actor("member", current_user.member.id, client_ip())
+
+
+def _agency_id() -> str:
+    return str(current_user.agency_id)
+
+
+@bp.before_request
+def _require_login() -> Any:
+    if request.endpoint in ("agency_admin.login", "agency_admin.signup"):
+        return None
+    if not current_user.is_authenticated:
+        return redirect(url_for("agency_admin.login", next=None))
+    return None
+
+
+@bp.get("/")
+@login_required
+def dashboard() -> Any:
+    session, now = db(), deps().now()
+    workspaces = agencies.list_workspaces(session, _agency_id())
+    conns = connections.list_connections(session, _agency_id())
+    counts: dict[str, int] = {}
+    for connection in conns:
+        health = tokens.health_view(connection, now).health
+        counts[health] = counts.get(health, 0) + 1
+    per_workspace = {w.id: sum(1 for c in conns if c.workspace_id == w.id) for w in workspaces}
+    return render_template("agency_admin/dashboard.html", workspaces=workspaces, counts=counts,
+                           per_workspace=per_workspace, total=len(conns))
+
+
+@bp.post("/workspaces")
+@login_required
+def create_workspace() -> Any:
+    try:
+        workspace = agencies.create_workspace(db(), _agency_id(), request.form.get("name", ""), _actor())
+    except ValidationFailed as exc:
+        flash(exc.public_message, "error")
+        return redirect(url_for("agency_admin.dashboard"))
+    db().commit()
+    return redirect(url_for("agency_admin.workspace", workspace_id=workspace.id))
+
+
+@bp.get("/workspaces/<workspace_id>")
+@login_required
+def workspace(workspace_id: str) -> Any:
+    session, d = db(), deps()
+    ws = agencies.get_workspace(session, _agency_id(), workspace_id)
+    now = d.now()
+    rows = [(c, tokens.health_view(c, now)) for c in connections.list_connections(session, _agency_id(), ws.id)]
+    link_rows = [(link, link.state(now), links.link_url(d, link)) for link in
+                 links.list_links(session, _agency_id(), ws.id)]
+    return render_template("agency_admin/workspace.html", workspace=ws, rows=rows, link_rows=link_rows,
+                           platforms=platforms.offered(d.settings), lifetimes=LIFETIME_CHOICES)
+
+
+@bp.post("/workspaces/<workspace_id>/rename")
+@login_required
+def rename_workspace(workspace_id: str) -> Any:
+    try:
+        agencies.rename_workspace(db(), _agency_id(), workspace_id, request.form.get("name", ""), _actor())
+        db().commit()
+    except ValidationFailed as exc:
+        flash(exc.public_message, "error")
+    return redirect(url_for("agency_admin.workspace", workspace_id=workspace_id))
+
+
+@bp.post("/workspaces/<workspace_id>/archive")
+@login_required
+def archive_workspace(workspace_id: str) -> Any:
+    agencies.archive_workspace(db(), _agency_id(), workspace_id, _actor(), deps().now())
+    db().commit()
+    flash("Workspace archived. Its links no longer work.", "info")
+    return redirect(url_for("agency_admin.dashboard"))
+
+
+@bp.get("/links")
+@login_required
+def list_links() -> Any:
+    d, now = deps(), deps().now()
+    rows = [(link, link.state(now), links.link_url(d, link)) for link in links.list_links(db(), _agency_id())]
+    return render_template("agency_admin/links.html", link_rows=rows)
+
+
+@bp.post("/links")
+@login_required
+def create_link() -> Any:
+    form = request.form
+    workspace_id = form.get("workspace_id", "")
+    try:
+        link = links.create_link(
+            db(), deps(), _agency_id(), _actor(), workspace_id=workspace_id,
+            platforms=form.getlist("platforms"), available=platforms.offered(deps().settings),
+            lifetime=timedelta(hours=_int(form.get("lifetime_hours"), "Expiry")),
+            max_uses=None if form.get("max_uses", "").strip() in ("", "unlimited") else _int(form["max_uses"], "Uses"),
+            label=form.get("label", ""))
+    except ValidationFailed as exc:
+        flash(exc.public_message, "error")
+        return redirect(url_for("agency_admin.workspace", workspace_id=workspace_id) if workspace_id
+                        else url_for("agency_admin.dashboard"))
+    db().commit()
+    flash("Link created. Copy it and send it to your client.", "success")
+    return redirect(url_for("agency_admin.workspace", workspace_id=link.workspace_id, _anchor=f"link-{link.id}"))
+
+
+def _int(value: str | None, field: str) -> int:
+    try:
+        return int((value or "").strip())
+    except ValueError:
+        raise ValidationFailed(f"{field} must be a whole number.") from None
+
+
+@bp.post("/links/<link_id>/revoke")
+@login_required
+def revoke_link(link_id: str) -> Any:
+    link = links.revoke_link(db(), deps(), _agency_id(), link_id, _actor())
+    db().commit()
+    flash("Link revoked. It stops working immediately.", "info")
+    return redirect(url_for("agency_admin.workspace", workspace_id=link.workspace_id))
+
+
+@bp.get("/connections/<connection_id>")
+@login_required
+def connection(connection_id: str) -> Any:
+    conn = connections.get_connection(db(), _agency_id(), connection_id)
+    return render_template("agency_admin/connection.html", connection=conn,
+                           health=tokens.health_view(conn, deps().now()),
+                           platform=platforms.offered(deps().settings).get(conn.platform))
+
+
+@bp.post("/connections/<connection_id>/refresh")
+@login_required
+def refresh_connection(connection_id: str) -> Any:
+    conn = connections.get_connection(db(), _agency_id(), connection_id)
+    db().commit()
+    rt = runtime()
+    if rt.redis is not None:
+        queue.enqueue(rt, "workers.jobs.refresh_connection_now", conn.id)
+        flash("Refresh queued. The page shows the new expiry once it is done.", "info")
+    else:
+        try:
+            tokens.refresh_connection(db(), rt.deps, conn.id, agency_id=_agency_id(), force=True, actor=_actor())
+            flash("Connection refreshed.", "success")
+        except (PlatformError, RefreshBusy, ServiceUnavailable) as exc:
+            flash(f"Refresh did not complete: {exc.public_message}", "error")
+    return redirect(url_for("agency_admin.connection", connection_id=conn.id))
+
+
+@bp.post("/connections/<connection_id>/disconnect")
+@login_required
+def disconnect(connection_id: str) -> Any:
+    result = connections.disconnect(db(), deps(), _agency_id(), connection_id, _actor())
+    db().commit()
+    result.revoke()
+    conn = result.connection
+    flash(f"{conn.display_name or 'The connection'} was disconnected and its tokens deleted.", "info")
+    return redirect(url_for("agency_admin.workspace", workspace_id=conn.workspace_id))
+
+
+@bp.route("/branding", methods=["GET", "POST"])
+@login_required
+def branding() -> Any:
+    from portal.models import Agency
+
+    agency = db().get(Agency, _agency_id())
+    if agency is None:
+        abort(404)
+    if request.method == "POST":
+        upload = request.files.get("logo")
+        try:
+            agencies.update_branding(db(), agency.id, _actor(), name=request.form.get("name", ""),
+                                     color=request.form.get("color", ""),
+                                     logo=upload.read(agencies.LOGO_MAX_BYTES + 1) if upload else None)
+            db().commit()
+            flash("Branding saved.", "success")
+            return redirect(url_for("agency_admin.branding"))
+        except ValidationFailed as exc:
+            db().rollback()
+            flash(exc.public_message, "error")
+    return render_template("agency_admin/branding.html", agency=agency, brand=agencies.branding_for(agency))
+
+
+@bp.get("/audit")
+@login_required
+def audit_log() -> Any:
+    return render_template("agency_admin/audit.html", events=audit.recent(db(), _agency_id(), 200))

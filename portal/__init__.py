@@ -1,0 +1,1 @@
+"""EasyConnect: the white-label connection portal."""

@@ -1,0 +1,127 @@
+"""The composition root: ``create_app`` builds the app, its runtime and its blueprints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, render_template, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from portal import logsafe, web
+from portal.config import Settings, load_settings
+from portal.errors import PortalError
+from portal.providers import load_catalog
+from portal.runtime import build_runtime
+from portal.security import framing
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    settings = config if isinstance(config, Settings) else load_settings(**dict(config or {}))
+    load_catalog()  # fails start-up on an invalid catalog entry
+    app = Flask("portal", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "portal" / "static"),
+                instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=settings.secret_keys[0],
+        SECRET_KEY_FALLBACKS=list(settings.secret_keys[1:]),
+        SESSION_COOKIE_NAME="easyconnect_admin",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=512 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, which expires
+        WTF_CSRF_SSL_STRICT=settings.secure_cookies,
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+        EASYCONNECT_SETTINGS=settings,
+    )
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    logsafe.install()
+    runtime = build_runtime(settings)
+    app.extensions["easyconnect"] = runtime
+    web.init_app(app)
+    framing.init_app(app, settings.secure_cookies, _sandbox_origin(settings))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    _register_blueprints(app, settings)
+    _register_error_handlers(app)
+    from portal.cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _sandbox_origin(settings: Settings) -> str:
+    if not settings.sandbox_enabled:
+        return ""
+    parts = urlsplit(settings.sandbox_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _register_blueprints(app: Flask, settings: Settings) -> None:
+    from agency_admin import bp as admin_bp
+    from agency_admin import login_manager
+    from portal.views import connect, home
+
+    login_manager.init_app(app)
+    csrf.exempt(connect.bp)  # capability URLs without cookies: see portal.views.connect
+    app.register_blueprint(home.bp)
+    app.register_blueprint(connect.bp)
+    app.register_blueprint(admin_bp)
+    limiter.limit(settings.login_rate_limit, methods=["POST"])(app.view_functions["agency_admin.login"])
+    limiter.limit(settings.login_rate_limit, methods=["POST"])(app.view_functions["agency_admin.signup"])
+    if settings.sandbox_enabled:
+        from portal.sandbox import SandboxServer
+        from portal.views import sandbox
+
+        app.extensions["sandbox"] = SandboxServer(
+            settings.sandbox_database_url, settings.sandbox_client_id, settings.sandbox_client_secret,
+            settings.sandbox_redirect_allowed_prefix(), settings.sandbox_access_lifetime,
+            settings.sandbox_refresh_lifetime)
+        csrf.exempt(sandbox.bp)  # it stands in for a remote platform, which has its own rules
+        app.register_blueprint(sandbox.bp)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    from portal.views import connect
+
+    @app.errorhandler(PortalError)
+    def _portal_error(exc: PortalError) -> Any:
+        if request.blueprint == "connect":
+            return connect.render_error(exc)
+        return _error_page(exc.status, exc.public_message)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc: CSRFError) -> Any:
+        return _error_page(400, "This form has expired or was not sent from this site. Go back, reload and try again.")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        messages = {404: "We could not find that page.", 405: "That action is not allowed here.",
+                    413: "What you sent is too large.", 429: "Too many attempts. Please wait a minute and retry."}
+        return _error_page(exc.code or 500, messages.get(exc.code or 500, exc.description or "Request failed."))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_page(500, "Something went wrong on our side. Please try again in a moment.")
+
+
+def _error_page(status: int, message: str) -> Response:
+    response = Response(render_template("errors/error.html", status=status, message=message), status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,33 @@
+"""Keep link tokens, OAuth codes and states out of access logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_PATTERNS = [
+    (re.compile(r"/c/[A-Za-z0-9_\-.]{20,}"), "/c/<link>"),
+    (re.compile(r"([?&](?:code|state|token|access_token|refresh_token|code_verifier)=)[^&\s\"']+"), r"\1<redacted>"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install(logger_names: tuple[str, ...] = ("werkzeug", "gunicorn.access", "gunicorn.error")) -> None:
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -1,0 +1,207 @@
+"""The data model (SQLAlchemy 2.0 typed style). Schema changes go through Alembic migrations.
+
+Ids of public objects are random (uuid4 hex): they appear in URLs, must not be guessable or
+enumerable, and are known before insert so encrypted columns can be bound to their row.
+Tokens are encrypted columns; expiries, health and counters are plain columns so sweeps
+never decrypt.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.db import Base, utcnow
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Health(enum.StrEnum):
+    HEALTHY = "healthy"
+    WARNING = "warning"
+    ERROR = "error"
+    REFRESHING = "refreshing"
+
+
+class AttemptStage(enum.StrEnum):
+    STARTED = "started"
+    AUTHORIZED = "authorized"
+    CONNECTED = "connected"
+    FAILED = "failed"
+
+
+class Agency(Base):
+    __tablename__ = "agencies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(120))
+    brand_color: Mapped[str] = mapped_column(String(7), default="#4f46e5")
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    logo_type: Mapped[str | None] = mapped_column(String(32))
+    logo_version: Mapped[int] = mapped_column(Integer, default=0)
+    support_url: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Member(Base):
+    __tablename__ = "members"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="owner")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    agency: Mapped[Agency] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"Member(id={self.id!r})"
+
+
+class AdminSession(Base):
+    """A server-side admin login: the cookie holds a random id whose hash is stored here,
+    so logout (or revoking the row) ends the session even if the cookie is kept."""
+
+    __tablename__ = "admin_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    archived_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConnectLink(Base):
+    __tablename__ = "connect_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    # The opaque random id carried (signed) in the URL; distinct from the row id so the
+    # admin's URLs never reveal a usable link.
+    token_id: Mapped[str] = mapped_column(String(43), unique=True)
+    label: Mapped[str] = mapped_column(String(120), default="")
+    allowed_platforms: Mapped[list[str]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column()
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    opened_count: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    workspace: Mapped[Workspace] = relationship(lazy="joined")
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= now:
+            return "expired"
+        if self.max_uses is not None and self.uses >= self.max_uses:
+            return "used up"
+        return "active"
+
+
+class ConnectAttempt(Base):
+    """One client's run through one platform's authorization. Keyed by the hash of `state`."""
+
+    __tablename__ = "connect_attempts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    link_id: Mapped[str] = mapped_column(ForeignKey("connect_links.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(40))
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    verifier_enc: Mapped[str | None] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(String(16), default=AttemptStage.STARTED)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    callback_at: Mapped[datetime | None] = mapped_column()
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    connection_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Connection(Base):
+    __tablename__ = "connections"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "platform", "external_id"),
+        # What the refresh sweep asks: active tokens due before a time, oldest first.
+        Index("ix_connections_due", "token_expires_at"),
+        Index("ix_connections_health", "health", "agency_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(40))
+    external_id: Mapped[str] = mapped_column(String(255))
+    account_kind: Mapped[str] = mapped_column(String(20), default="profile")
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    handle: Mapped[str] = mapped_column(String(255), default="")
+    avatar_url: Mapped[str | None] = mapped_column(String(1000))
+    access_token_enc: Mapped[str | None] = mapped_column(Text)
+    refresh_token_enc: Mapped[str | None] = mapped_column(Text)
+    token_expires_at: Mapped[datetime | None] = mapped_column()
+    refresh_expires_at: Mapped[datetime | None] = mapped_column()
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    health: Mapped[str] = mapped_column(String(16), default=Health.HEALTHY)
+    health_reason: Mapped[str] = mapped_column(String(500), default="")
+    # Bumped on every token write; saves are compare-and-swap on it.
+    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    refresh_started_at: Mapped[datetime | None] = mapped_column()
+    last_refreshed_at: Mapped[datetime | None] = mapped_column()
+    last_checked_at: Mapped[datetime | None] = mapped_column()
+    connected_via_link_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    workspace: Mapped[Workspace] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"Connection(id={self.id!r}, platform={self.platform!r})"
+
+
+class AuditEvent(Base):
+    """Who did what to which object. Details never hold a secret (checked by tests)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_agency_created", "agency_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

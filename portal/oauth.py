@@ -1,0 +1,222 @@
+"""The only Authlib user: OAuth 2.0 authorization URLs, code exchange, refresh, identity, revoke.
+
+Every platform failure leaves this module as a ``PlatformError`` of one shared class
+(see ``ErrorClass``), so services and workers decide on retry or reconnect without
+knowing the platform. Token values never reach an exception message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.requests_client import OAuth2Session
+
+from portal.errors import PlatformError
+from portal.providers import ProviderSpec
+
+TIMEOUT = (5, 15)
+MAX_RESPONSE_BYTES = 1_000_000
+_PERMANENT_GRANT_ERRORS = {"invalid_grant", "invalid_token", "unauthorized_client_token"}
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """An OAuth client registered at a platform (the operator's or an agency's own)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    expires_at: datetime | None
+    refresh_expires_at: datetime | None
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    external_id: str
+    display_name: str
+    handle: str
+    avatar_url: str | None
+
+
+def _grant_from(token: dict[str, Any], spec: ProviderSpec, now: datetime, requested: tuple[str, ...],
+                previous_refresh: str | None = None) -> TokenGrant:
+    access = token.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise PlatformError(PlatformError.TEMPORARY, "the platform answered without an access token")
+    expires_in = _as_seconds(token.get("expires_in"))
+    refresh_in = _as_seconds(token.get("refresh_token_expires_in") or token.get("refresh_expires_in"))
+    refresh = token.get("refresh_token")
+    # A refresh response without a new refresh token keeps the old one: never replace it with nothing.
+    refresh_token = refresh if isinstance(refresh, str) and refresh else previous_refresh
+    scope = token.get("scope")
+    scopes = tuple(scope.replace(",", " ").split()) if isinstance(scope, str) else requested
+    return TokenGrant(
+        access_token=access,
+        refresh_token=refresh_token,
+        expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+        refresh_expires_at=now + timedelta(seconds=refresh_in) if refresh_in else None,
+        scopes=scopes,
+    )
+
+
+def _as_seconds(value: Any) -> int | None:
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
+
+
+def classify_http(status: int, retry_after: str | None, what: str) -> PlatformError:
+    """Map an HTTP failure to the shared error classes. Unknown failures are temporary."""
+    if status == 429:
+        return PlatformError(PlatformError.RATE_LIMITED, f"the platform rate-limited the {what}",
+                             retry_after=_retry_after(retry_after))
+    if status == 401:
+        return PlatformError(PlatformError.TOKEN_INVALID, f"the platform no longer accepts the token ({what})")
+    if status == 403:
+        return PlatformError(PlatformError.PERMISSION_LOST, f"the platform refused the {what} (permission)")
+    return PlatformError(PlatformError.TEMPORARY, f"the platform failed the {what} (HTTP {status})")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OAuthClient:
+    """Talks OAuth 2.0 to platforms described by ProviderSpecs."""
+
+    def __init__(self, timeout: tuple[float, float] = TIMEOUT) -> None:
+        self.timeout = timeout
+
+    def _session(self, spec: ProviderSpec, app: AppCredentials, **kwargs: Any) -> OAuth2Session:
+        return OAuth2Session(
+            client_id=app.client_id,
+            client_secret=app.client_secret,
+            token_endpoint_auth_method=spec.token_auth_method,
+            revocation_endpoint_auth_method=spec.token_auth_method,
+            scope=spec.scope_separator.join(spec.scopes),
+            code_challenge_method="S256" if spec.pkce else None,
+            default_timeout=self.timeout,
+            **kwargs,
+        )
+
+    def authorization_url(self, spec: ProviderSpec, app: AppCredentials, redirect_uri: str, state: str,
+                          code_verifier: str | None) -> str:
+        with self._session(spec, app, redirect_uri=redirect_uri) as session:
+            url, _ = session.create_authorization_url(
+                spec.authorize_url, state=state, code_verifier=code_verifier if spec.pkce else None,
+                **dict(spec.authorize_params),
+            )
+        return str(url)
+
+    def exchange_code(self, spec: ProviderSpec, app: AppCredentials, redirect_uri: str, code: str,
+                      code_verifier: str | None, now: datetime) -> TokenGrant:
+        with self._session(spec, app, redirect_uri=redirect_uri) as session:
+            token = self._call(lambda: session.fetch_token(
+                spec.token_url, grant_type="authorization_code", code=code,
+                code_verifier=code_verifier if spec.pkce else None,
+            ), "code exchange")
+        return _grant_from(token, spec, now, spec.scopes)
+
+    def refresh(self, spec: ProviderSpec, app: AppCredentials, refresh_token: str, now: datetime) -> TokenGrant:
+        with self._session(spec, app) as session:
+            token = self._call(lambda: session.refresh_token(spec.token_url, refresh_token=refresh_token),
+                               "token refresh")
+        return _grant_from(token, spec, now, spec.scopes, previous_refresh=refresh_token)
+
+    def fetch_account(self, spec: ProviderSpec, access_token: str) -> AccountInfo:
+        data = self.get_json(spec.userinfo_url, access_token, "identity call")
+        fields = dict(spec.userinfo_fields)
+        external_id = _pluck(data, fields["id"])
+        if external_id in (None, ""):
+            raise PlatformError(PlatformError.TEMPORARY, "the platform did not say which account this is")
+        name = _pluck(data, fields["name"])
+        handle = _pluck(data, fields["handle"]) if "handle" in fields else None
+        avatar = _pluck(data, fields["avatar"]) if "avatar" in fields else None
+        return AccountInfo(
+            external_id=str(external_id)[:255],
+            display_name=str(name or "")[:255],
+            handle=str(handle or "")[:255],
+            avatar_url=avatar if isinstance(avatar, str) and avatar.startswith(("https://", "http://")) else None,
+        )
+
+    def revoke(self, spec: ProviderSpec, app: AppCredentials, token: str) -> None:
+        if not spec.revoke_url:
+            return
+        with self._session(spec, app) as session:
+            self._call(lambda: session.revoke_token(spec.revoke_url, token=token), "revocation")
+
+    def get_json(self, url: str, access_token: str, what: str) -> dict[str, Any]:
+        try:
+            response = requests.get(url, headers={"Authorization": f"Bearer {access_token}"}, timeout=self.timeout,
+                                    stream=True, allow_redirects=False)
+            body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+        except requests.RequestException as exc:
+            raise PlatformError(PlatformError.TEMPORARY, f"the platform could not be reached ({what})") from exc
+        if response.status_code != 200:
+            raise classify_http(response.status_code, response.headers.get("Retry-After"), what)
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer was too large ({what})")
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer was not JSON ({what})") from exc
+        if not isinstance(data, dict):
+            raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer had an odd shape ({what})")
+        return data
+
+    @staticmethod
+    def _call(operation: Any, what: str) -> Any:
+        try:
+            result = operation()
+        except OAuthError as exc:
+            raise _classify_oauth_error(exc.error or "", what) from None
+        except requests.HTTPError as exc:
+            response = exc.response
+            status = response.status_code if response is not None else 502
+            retry = response.headers.get("Retry-After") if response is not None else None
+            raise classify_http(status, retry, what) from None
+        except (requests.RequestException, ValueError) as exc:
+            raise PlatformError(PlatformError.TEMPORARY, f"the platform could not complete the {what}") from exc
+        if hasattr(result, "status_code") and result.status_code >= 400:
+            raise classify_http(result.status_code, result.headers.get("Retry-After"), what)
+        return result
+
+
+def _classify_oauth_error(error: str, what: str) -> PlatformError:
+    if error in _PERMANENT_GRANT_ERRORS:
+        return PlatformError(PlatformError.TOKEN_INVALID, f"the platform refused the {what}: the grant is no longer "
+                             "valid", platform_code=error)
+    if error in ("invalid_client", "unauthorized_client"):
+        return PlatformError(PlatformError.APP_MISCONFIGURED, f"the platform rejected the app credentials ({what})",
+                             platform_code=error)
+    if error in ("insufficient_scope", "access_denied"):
+        return PlatformError(PlatformError.PERMISSION_LOST, f"the platform refused the {what} (permission)",
+                             platform_code=error)
+    if error in ("slow_down", "rate_limited"):
+        return PlatformError(PlatformError.RATE_LIMITED, f"the platform asked us to wait ({what})", platform_code=error)
+    # invalid_request with a known-bad token, server_error, unknown codes: temporary, never "revoked".
+    return PlatformError(PlatformError.TEMPORARY, f"the platform failed the {what}", platform_code=error[:40])
+
+
+def _pluck(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data

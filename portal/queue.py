@@ -1,0 +1,63 @@
+"""Background jobs: RQ on Redis when configured, inline after commit otherwise.
+
+Jobs are named by dotted string ("workers.jobs.refresh_connection") and never imported
+here at module level, so the web side does not depend on the workers package. Job
+arguments are primitive ids only: never a token.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from portal.runtime import Runtime
+
+log = logging.getLogger(__name__)
+DEFAULT_QUEUE = "easyconnect"
+JOB_PREFIX = "workers.jobs."
+
+
+def _job(name: str) -> Callable[..., Any]:
+    if not name.startswith(JOB_PREFIX):
+        raise ValueError(f"not a job: {name}")
+    module, _, func = name.rpartition(".")
+    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+
+def job_id(name: str, *ids: str) -> str:
+    return ":".join([name.removeprefix(JOB_PREFIX), *ids])
+
+
+def enqueue(runtime: Runtime, name: str, *ids: str, retries: int = 3) -> str | None:
+    """Run a job now (inline) or put it on RQ with a deterministic id (duplicates are dropped)."""
+    if runtime.redis is None:
+        _job(name)(*ids, runtime=runtime)
+        return None
+    identifier = job_id(name, *ids)
+    queue = Queue(DEFAULT_QUEUE, connection=runtime.redis)
+    try:
+        queue.enqueue_call(name, args=ids, job_id=identifier, unique=True, result_ttl=0, failure_ttl=3600,
+                           retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None)
+    except DuplicateJobError:
+        log.debug("job %s already queued", identifier)
+    except RedisError:
+        # The database stays the source of truth: the next sweep finds this work again.
+        log.warning("could not enqueue %s: Redis unavailable", identifier)
+        return None
+    return identifier
+
+
+def enqueue_after_commit(db: Session, runtime: Runtime, name: str, *ids: str) -> None:
+    """Enqueue once the current transaction commits (never for a rolled-back change)."""
+
+    @event.listens_for(db, "after_commit", once=True)
+    def _run(_session: Session) -> None:
+        enqueue(runtime, name, *ids)

@@ -1,0 +1,45 @@
+"""Per-process wiring: settings, database, Redis, locks, keys and the OAuth client.
+
+The web app builds one in ``create_app``; a worker process builds one from the environment
+(``workers.runtime``). Jobs receive it explicitly when run inline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from portal.config import Settings
+from portal.db import make_engine, make_session_factory
+from portal.locks import LocalLocks, RedisLocks
+from portal.oauth import OAuthClient
+from portal.security.crypto import TokenCipher
+from portal.security.signing import LinkSigner
+from portal.services import Deps
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    deps: Deps
+    redis: Redis | None
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self.redis is not None:
+            self.redis.close()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = make_engine(settings.database_url)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5) if settings.redis_url \
+        else None
+    locks = RedisLocks(redis) if redis is not None else LocalLocks()
+    deps = Deps(settings=settings, cipher=TokenCipher(settings.token_keys), signer=LinkSigner(settings.link_keys),
+                oauth=OAuthClient(), locks=locks)
+    return Runtime(settings, engine, make_session_factory(engine), deps, redis)

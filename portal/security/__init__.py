@@ -1,0 +1,1 @@
+"""Security primitives: each secret has one owner module here."""

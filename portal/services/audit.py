@@ -1,0 +1,42 @@
+"""The audit log: who did what to which object. Never a secret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal.models import AuditEvent
+
+_FORBIDDEN_KEY_PARTS = ("token", "secret", "password", "code", "verifier", "state")
+
+
+@dataclass(frozen=True)
+class Actor:
+    type: str  # member | client | worker | system | api
+    id: str | None = None
+    ip: str | None = None
+
+
+SYSTEM = Actor("system")
+WORKER = Actor("worker")
+
+
+def record(db: Session, agency_id: str, actor: Actor, action: str, object_type: str | None = None,
+           object_id: str | None = None, **details: Any) -> AuditEvent:
+    """Add an audit event to the current transaction. Detail keys that could hold a secret are refused."""
+    for key in details:
+        if any(part in key.lower() for part in _FORBIDDEN_KEY_PARTS):
+            raise ValueError(f"audit detail {key!r} looks like a secret")
+    event = AuditEvent(agency_id=agency_id, actor_type=actor.type, actor_id=actor.id, action=action,
+                       object_type=object_type, object_id=object_id, ip=actor.ip, details=details)
+    db.add(event)
+    return event
+
+
+def recent(db: Session, agency_id: str, limit: int = 100) -> list[AuditEvent]:
+    query = (select(AuditEvent).where(AuditEvent.agency_id == agency_id)
+             .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit))
+    return list(db.scalars(query))

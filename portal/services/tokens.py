@@ -1,0 +1,184 @@
+"""Token lifecycle: refresh under a per-connection lock, and health as users see it.
+
+Refresh is the dangerous operation: platforms like X and TikTok rotate refresh tokens, so
+two refreshers at once, or a crash between the platform's answer and the commit, lose the
+connection. Hence: one refresher per connection (lock with an owner token), re-read after
+locking, compare-and-swap on ``token_version`` when saving, new tokens committed before
+anything else, and ``invalid_grant`` confirmed by re-reading before declaring the
+connection broken.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from portal.errors import NotFound, PlatformError, RefreshBusy
+from portal.models import Connection, Health
+from portal.services import Deps, audit, platforms
+from portal.services.audit import WORKER, Actor
+from portal.services.connections import token_context
+
+log = logging.getLogger(__name__)
+EXPIRING_SOON = timedelta(days=7)
+
+
+class RefreshResult(enum.StrEnum):
+    REFRESHED = "refreshed"
+    ADOPTED = "adopted"  # another refresher saved new tokens while we waited
+    NOT_DUE = "not_due"
+    NOT_REFRESHABLE = "not_refreshable"
+    GONE = "gone"  # disconnected meanwhile
+
+
+def is_due(connection: Connection, now: datetime, margin: timedelta) -> bool:
+    return connection.token_expires_at is not None and connection.token_expires_at <= now + margin
+
+
+def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id: str | None = None,
+                       force: bool = False, actor: Actor = WORKER, lock_wait: float = 10.0) -> RefreshResult:
+    """Refresh one connection's tokens. Commits: the refresh marker, then the new tokens."""
+    connection = _load(db, connection_id, agency_id)
+    if connection is None:
+        if agency_id is not None:
+            raise NotFound("No such connection.")
+        return RefreshResult.GONE
+    if connection.refresh_token_enc is None:
+        return RefreshResult.NOT_REFRESHABLE
+    seen_version = connection.token_version
+    db.commit()  # hold no transaction while waiting for the lock or the platform
+    with deps.locks.hold(f"refresh:{connection_id}", ttl=deps.settings.refresh_lock_seconds,
+                         wait=lock_wait) as owned:
+        if not owned:
+            raise RefreshBusy()
+        return _refresh_locked(db, deps, connection_id, seen_version, force, actor)
+
+
+def _load(db: Session, connection_id: str, agency_id: str | None) -> Connection | None:
+    query = select(Connection).where(Connection.id == connection_id).execution_options(populate_existing=True)
+    if agency_id is not None:
+        query = query.where(Connection.agency_id == agency_id)
+    return db.scalar(query)
+
+
+def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: int, force: bool,
+                    actor: Actor) -> RefreshResult:
+    connection = _load(db, connection_id, None)
+    if connection is None:
+        return RefreshResult.GONE
+    if connection.token_version != seen_version:
+        return RefreshResult.ADOPTED
+    margin = timedelta(seconds=deps.settings.refresh_margin_seconds)
+    if not force and not is_due(connection, deps.now(), margin):
+        return RefreshResult.NOT_DUE
+    previous_health = connection.health if connection.health != Health.REFRESHING else Health.HEALTHY
+    connection.health = Health.REFRESHING
+    connection.refresh_started_at = deps.now()
+    db.commit()  # a crash from here on is visible as a connection stuck in Refreshing
+    assert connection.refresh_token_enc is not None
+    refresh_token = deps.cipher.decrypt(connection.refresh_token_enc, token_context(connection, "refresh"))
+    spec = platforms.resolved(deps.settings, connection.platform)
+    try:
+        grant = deps.oauth.refresh(spec, platforms.app_for(deps.settings, connection.platform), refresh_token,
+                                   deps.now())
+    except PlatformError as exc:
+        return _record_failure(db, deps, connection_id, seen_version, previous_health, exc, actor)
+    return _save(db, deps, connection, seen_version, grant, actor)
+
+
+def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, grant: object,
+          actor: Actor) -> RefreshResult:
+    from portal.oauth import TokenGrant
+
+    assert isinstance(grant, TokenGrant)
+    cipher, now = deps.cipher, deps.now()
+    values = {
+        "access_token_enc": cipher.encrypt(grant.access_token, token_context(connection, "access")),
+        # A refresh response without a refresh token keeps the old one (TokenGrant carries it over).
+        "refresh_token_enc": (cipher.encrypt(grant.refresh_token, token_context(connection, "refresh"))
+                              if grant.refresh_token else connection.refresh_token_enc),
+        "token_expires_at": grant.expires_at,
+        "refresh_expires_at": grant.refresh_expires_at or connection.refresh_expires_at,
+        "scopes": " ".join(grant.scopes) or connection.scopes,
+        "token_version": seen_version + 1,
+        "health": Health.HEALTHY,
+        "health_reason": "",
+        "refresh_started_at": None,
+        "last_refreshed_at": now,
+        "last_checked_at": now,
+        "updated_at": now,
+    }
+    saved = db.execute(update(Connection)
+                       .where(Connection.id == connection.id, Connection.token_version == seen_version)
+                       .values(**values).execution_options(synchronize_session=False))
+    if saved.rowcount != 1:  # type: ignore[attr-defined]
+        # Deleted meanwhile (a disconnect wins) or, impossibly under the lock, saved by another.
+        db.rollback()
+        return RefreshResult.GONE
+    audit.record(db, connection.agency_id, actor, "connection.refreshed", "connection", connection.id,
+                 platform=connection.platform, expires_at=grant.expires_at.isoformat() if grant.expires_at else None)
+    db.commit()
+    return RefreshResult.REFRESHED
+
+
+def _record_failure(db: Session, deps: Deps, connection_id: str, seen_version: int, previous_health: str,
+                    exc: PlatformError, actor: Actor) -> RefreshResult:
+    db.rollback()
+    connection = _load(db, connection_id, None)
+    if connection is None:
+        return RefreshResult.GONE
+    if connection.token_version != seen_version:
+        return RefreshResult.ADOPTED  # another refresher won; its tokens stand
+    connection.refresh_started_at = None
+    if exc.kind == PlatformError.TOKEN_INVALID:
+        connection.health = Health.ERROR
+        connection.health_reason = "The platform no longer accepts this connection. The client needs to reconnect."
+    elif exc.kind == PlatformError.PERMISSION_LOST:
+        connection.health = Health.ERROR
+        connection.health_reason = "A permission this connection needs was removed. The client needs to reconnect."
+    else:
+        connection.health = previous_health
+        connection.health_reason = {
+            PlatformError.RATE_LIMITED: "The platform asked us to slow down; the refresh will be retried.",
+            PlatformError.APP_MISCONFIGURED: "The platform rejected the app's credentials; check the app settings.",
+        }.get(exc.kind, "The platform had a temporary problem; the refresh will be retried.")
+    if connection.health == Health.ERROR:
+        audit.record(db, connection.agency_id, actor, "connection.health_changed", "connection", connection.id,
+                     health=connection.health, reason=exc.kind)
+    db.commit()
+    raise exc
+
+
+# Health as users see it ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HealthView:
+    health: str
+    label: str
+    token_status: str  # Valid | Expiring soon | Expired
+    reconnect_by: datetime | None
+    reason: str
+
+
+def health_view(connection: Connection, now: datetime) -> HealthView:
+    """Health, token status and reconnect-by date, computed the same way everywhere."""
+    refreshable = connection.refresh_token_enc is not None
+    lapse = connection.refresh_expires_at if refreshable else connection.token_expires_at
+    if connection.health == Health.ERROR or (lapse is not None and lapse <= now):
+        token_status = "Expired"
+    elif lapse is not None and lapse <= now + EXPIRING_SOON:
+        token_status = "Expiring soon"
+    else:
+        token_status = "Valid"
+    health = connection.health
+    if health == Health.HEALTHY and token_status == "Expiring soon":
+        health = Health.WARNING
+    if health != Health.ERROR and token_status == "Expired":
+        health = Health.ERROR
+    return HealthView(health=health, label=str(health).capitalize(), token_status=token_status,
+                      reconnect_by=lapse, reason=connection.health_reason)

@@ -1,0 +1,1 @@
+"""Blueprints. Only portal.app imports them."""

@@ -1,0 +1,115 @@
+"""Blueprint "connect": the client-facing link page, OAuth start and callback, done page.
+
+These pages carry no login and no cookie: the signed link token in the URL and the OAuth
+`state` (server-side) are the whole state, so they also work in iframes and with
+third-party cookies blocked. CSRF tokens would need a cookie; the capability in the URL
+plays that role here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request
+
+from portal.errors import AttemptInvalid, PortalError
+from portal.models import Agency
+from portal.services import connections, links, platforms
+from portal.services.agencies import Branding, branding_for
+from portal.web import client_ip, db, deps, no_store
+
+bp = Blueprint("connect", __name__)
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    return no_store(make_response(render_template(template, **context), status))
+
+
+@bp.get("/c/<token>")
+def link_page(token: str) -> Response:
+    session, d = db(), deps()
+    resolved = links.resolve_link(session, d.signer, token, d.now())
+    links.note_opened(session, resolved.link)
+    session.commit()
+    offered = platforms.offered(d.settings)
+    choices = [offered[name] for name in resolved.link.allowed_platforms if name in offered]
+    connected = connections.list_connections(session, resolved.agency.id, resolved.link.workspace_id)
+    return _page("connect/link.html", brand=branding_for(resolved.agency), token=token, link=resolved.link,
+                 platforms=choices, connected=[c for c in connected if c.platform in resolved.link.allowed_platforms])
+
+
+@bp.post("/c/<token>/connect/<platform>")
+def start(token: str, platform: str) -> Response:
+    session, d = db(), deps()
+    resolved = links.resolve_link(session, d.signer, token, d.now(), platform=platform)
+    started = connections.begin_attempt(session, d, resolved, platform)
+    session.commit()
+    return no_store(redirect(started.authorize_url, 303))
+
+
+@bp.get("/oauth/callback/<platform>")
+def callback(platform: str) -> Response:
+    session, d = db(), deps()
+    args = request.args
+    attempt = connections.complete_callback(session, d, platform, args.get("state"), args.get("code"),
+                                            args.get("error"), client_ip())
+    link = links.get_link(session, attempt.agency_id, attempt.link_id)
+    return no_store(redirect(f"/c/{d.signer.sign(link.token_id)}/done/{attempt.id}", 303))
+
+
+@bp.get("/c/<token>/done/<attempt_id>")
+def done(token: str, attempt_id: str) -> Response:
+    session, d = db(), deps()
+    token_id = d.signer.unsign(token)
+    if token_id is None:
+        abort(404)
+    link = links.find_by_token_id(session, token_id)
+    if link is None:
+        abort(404)
+    attempt = connections.attempt_for(session, link.id, attempt_id)
+    if attempt.connection_id is None:
+        raise AttemptInvalid()
+    connection = connections.get_connection(session, link.agency_id, attempt.connection_id)
+    agency = session.get(Agency, link.agency_id)
+    assert agency is not None
+    return _page("connect/done.html", brand=branding_for(agency), token=token, connection=connection,
+                 platform=platforms.offered(d.settings).get(connection.platform))
+
+
+@bp.get("/brand/<agency_id>/logo")
+def logo(agency_id: str) -> Response:
+    agency = db().get(Agency, agency_id)
+    if agency is None or not agency.logo or not agency.logo_type:
+        abort(404)
+    response = make_response(agency.logo)
+    response.headers["Content-Type"] = agency.logo_type
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    response.headers["Content-Security-Policy"] = "default-src 'none'"
+    return response
+
+
+def render_error(exc: PortalError) -> Response:
+    """Branded where the link (and so the agency) is known, plain otherwise. Never a stack trace."""
+    brand: Branding | None = None
+    token = request.view_args.get("token") if request.view_args else None
+    retry_url = f"/c/{token}" if token and exc.status != 410 and exc.code != "link_invalid" else None
+    if token:
+        token_id = deps().signer.unsign(token)
+        link = links.find_by_token_id(db(), token_id) if token_id else None
+        agency = db().get(Agency, link.agency_id) if link else None
+        brand = branding_for(agency) if agency else None
+    elif request.endpoint == "connect.callback":
+        brand, retry_url = _callback_context()
+    return _page("connect/error.html", status=exc.status, brand=brand, error=exc, retry_url=retry_url)
+
+
+def _callback_context() -> tuple[Branding | None, str | None]:
+    """For a failed callback with a genuine state: the link's branding and a way to try again."""
+    attempt = connections.attempt_by_state(db(), request.args.get("state"))
+    if attempt is None:
+        return None, None
+    link = links.find_by_id(db(), attempt.link_id)
+    agency = db().get(Agency, attempt.agency_id)
+    if link is None or agency is None:
+        return None, None
+    return branding_for(agency), f"/c/{deps().signer.sign(link.token_id)}"

@@ -1,0 +1,148 @@
+"""Blueprint "sandbox": the local stand-in platform's HTTP endpoints (demo and tests only)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import unquote, urlencode
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+
+from portal.sandbox import ACCOUNTS_BY_ID, DEMO_ACCOUNTS, SandboxError, SandboxServer, avatar_svg
+
+bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
+
+
+def server() -> SandboxServer:
+    return current_app.extensions["sandbox"]  # type: ignore[no-any-return]
+
+
+def _oauth_error(exc: SandboxError) -> Response:
+    response = jsonify(error=exc.error)
+    response.status_code = exc.status
+    response.headers["Cache-Control"] = "no-store"
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@bp.get("/oauth/authorize")
+def authorize() -> Any:
+    args = request.args
+    try:
+        server().check_authorize_request(args.get("client_id", ""), args.get("redirect_uri", ""),
+                                         args.get("response_type", ""), args.get("code_challenge_method"))
+    except SandboxError as exc:
+        # Never redirect to an unverified redirect_uri: show the error here instead.
+        return render_template("sandbox/error.html", error=exc.error), 400
+    scopes = args.get("scope", "").split()
+    return render_template("sandbox/consent.html", accounts=DEMO_ACCOUNTS, scopes=scopes, params=args)
+
+
+@bp.post("/oauth/authorize")
+def approve() -> Any:
+    form = request.form
+    redirect_uri, state = form.get("redirect_uri", ""), form.get("state", "")
+    try:
+        server().check_authorize_request(form.get("client_id", ""), redirect_uri, form.get("response_type", ""),
+                                         form.get("code_challenge_method"))
+    except SandboxError as exc:
+        return render_template("sandbox/error.html", error=exc.error), 400
+    if form.get("decision") != "approve":
+        return redirect(_with_query(redirect_uri, error="access_denied", state=state), 302)
+    granted = [scope for scope in form.getlist("scope") if scope in form.get("requested_scope", "").split()]
+    try:
+        code = server().issue_code(form["client_id"], redirect_uri, form.get("account", ""), " ".join(granted),
+                                   form.get("code_challenge"))
+    except SandboxError:
+        return render_template("sandbox/error.html", error="Choose an account to continue."), 400
+    return redirect(_with_query(redirect_uri, code=code, state=state), 302)
+
+
+def _with_query(url: str, **params: str) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+@bp.post("/oauth/token")
+def token() -> Any:
+    client_id, client_secret = _client_credentials()
+    form = request.form
+    try:
+        client = server().authenticate_client(client_id, client_secret)
+        grant_type = form.get("grant_type")
+        if grant_type == "authorization_code":
+            issued = server().exchange_code(client, form.get("code", ""), form.get("redirect_uri", ""),
+                                            form.get("code_verifier"))
+        elif grant_type == "refresh_token":
+            issued = server().refresh(client, form.get("refresh_token", ""))
+        else:
+            raise SandboxError("unsupported_grant_type")
+    except SandboxError as exc:
+        return _oauth_error(exc)
+    response = jsonify(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
+                       refresh_token=issued.refresh_token, scope=issued.scope)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _client_credentials() -> tuple[str | None, str | None]:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Basic "):
+        try:
+            decoded = base64.b64decode(header[6:]).decode()
+        except ValueError:
+            return None, None
+        client_id, _, secret = decoded.partition(":")
+        return unquote(client_id), unquote(secret)
+    return request.form.get("client_id"), request.form.get("client_secret")
+
+
+@bp.post("/oauth/revoke")
+def revoke() -> Any:
+    client_id, client_secret = _client_credentials()
+    try:
+        server().revoke(server().authenticate_client(client_id, client_secret), request.form.get("token", ""))
+    except SandboxError as exc:
+        return _oauth_error(exc)
+    return jsonify({})
+
+
+@bp.get("/api/me")
+def me() -> Any:
+    header = request.headers.get("Authorization", "")
+    try:
+        if not header.startswith("Bearer "):
+            raise SandboxError("invalid_token", status=401)
+        account = server().account_for_access_token(header[7:])
+    except SandboxError as exc:
+        return _oauth_error(exc)
+    base = request.host_url.rstrip("/")
+    return jsonify(sub=account.id, name=account.name, preferred_username=account.handle,
+                   picture=f"{base}/sandbox/avatars/{account.id}.svg")
+
+
+@bp.get("/avatars/<account_id>.svg")
+def avatar(account_id: str) -> Any:
+    account = ACCOUNTS_BY_ID.get(account_id)
+    if account is None:
+        return Response("not found", status=404, mimetype="text/plain")
+    response = Response(avatar_svg(account), mimetype="image/svg+xml")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@bp.get("/_control")
+def control_state() -> Any:
+    return jsonify(counters=server().counters())
+
+
+@bp.post("/_control")
+def control() -> Any:
+    """Failure switches: {"endpoint": "token"|"userinfo", "mode": "server_error"|..., "times": n}."""
+    data = request.get_json(silent=True) or {}
+    try:
+        server().set_switch(str(data.get("endpoint", "")), str(data.get("mode", "")), int(data.get("times", 1)))
+    except (SandboxError, ValueError):
+        return jsonify(error="invalid_request"), 400
+    return jsonify(ok=True)

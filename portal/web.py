@@ -1,0 +1,45 @@
+"""Request-scope helpers shared by the blueprints: the DB session, the runtime, the client IP."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy.orm import Session
+
+from portal.runtime import Runtime
+from portal.services import Deps
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["easyconnect"]  # type: ignore[no-any-return]
+
+
+def deps() -> Deps:
+    return runtime().deps
+
+
+def db() -> Session:
+    """The request's DB session, opened on first use and closed on teardown."""
+    if "db" not in g:
+        g.db = runtime().session_factory()
+    return g.db  # type: ignore[no-any-return]
+
+
+def client_ip() -> str | None:
+    # request.remote_addr is already corrected by ProxyFix when (and only when) proxies are trusted.
+    return request.remote_addr
+
+
+def init_app(app: Flask) -> None:
+    @app.teardown_appcontext
+    def _close_db(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.rollback()
+            session.close()
+
+
+def no_store(response: Response) -> Response:
+    """For pages that carry a link token or an OAuth code in their URL."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response

@@ -1,0 +1,140 @@
+"""Test helpers: data factories with overridable defaults, and a client that walks the real flow."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from sqlalchemy.orm import Session
+
+from portal.models import ConnectLink, Connection, Member, Workspace
+from portal.services import agencies, links
+from portal.services.audit import SYSTEM
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+    def counters(self) -> dict[str, int]:
+        return dict(requests.get(self.url + "/sandbox/_control", timeout=5).json()["counters"])
+
+    def fail(self, endpoint: str, mode: str, times: int = 1) -> None:
+        response = requests.post(self.url + "/sandbox/_control", json={"endpoint": endpoint, "mode": mode,
+                                                                       "times": times}, timeout=5)
+        response.raise_for_status()
+
+    def reset(self) -> None:
+        for endpoint in ("token", "userinfo"):
+            self.fail(endpoint, "none", 0)
+
+
+# Factories ---------------------------------------------------------------------------------------------
+
+def make_member(db: Session, agency_name: str = "Acme Agency", email: str | None = None) -> Member:
+    import secrets
+
+    member = agencies.sign_up(db, agency_name, email or f"owner-{secrets.token_hex(4)}@agency.example", PASSWORD)
+    db.commit()
+    return member
+
+
+def make_workspace(db: Session, agency_id: str, name: str = "Client Co") -> Workspace:
+    workspace = agencies.create_workspace(db, agency_id, name, SYSTEM)
+    db.commit()
+    return workspace
+
+
+def make_link(db: Session, deps: Any, workspace: Workspace, **overrides: Any) -> tuple[ConnectLink, str]:
+    """A link and its URL path (/c/<token>)."""
+    values: dict[str, Any] = {"platforms": ["sandbox"], "available": ["sandbox"], "lifetime": timedelta(days=7),
+                              "max_uses": None, "label": "test link"}
+    values.update(overrides)
+    link = links.create_link(db, deps, workspace.agency_id, SYSTEM, workspace_id=workspace.id, **values)
+    db.commit()
+    return link, urlsplit(links.link_url(deps, link)).path
+
+
+def setup_link(db: Session, deps: Any, **overrides: Any) -> tuple[Member, Workspace, ConnectLink, str]:
+    member = make_member(db)
+    workspace = make_workspace(db, member.agency_id)
+    link, path = make_link(db, deps, workspace, **overrides)
+    return member, workspace, link, path
+
+
+# Walking the connect flow -----------------------------------------------------------------------------------
+
+_HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"')
+
+
+def start_flow(client: Any, link_path: str, platform: str = "sandbox") -> str:
+    """Open the link page, press Connect; returns the platform's authorize URL."""
+    assert client.get(link_path).status_code == 200
+    response = client.post(f"{link_path}/connect/{platform}")
+    assert response.status_code == 303, response.status_code
+    return str(response.headers["Location"])
+
+
+def consent(authorize_url: str, account: str = "sbx-1001", decision: str = "approve",
+            scopes: list[str] | None = None) -> str:
+    """Act as the user on the sandbox's consent page (a real HTTP round trip); returns the callback URL."""
+    page = requests.get(authorize_url, timeout=10)
+    assert page.status_code == 200, page.text[:500]
+    form = dict(_HIDDEN.findall(page.text))
+    form.update(account=account, decision=decision)
+    data: dict[str, Any] = {**form, "scope": scopes if scopes is not None else form["requested_scope"].split()}
+    base = f"{urlsplit(authorize_url).scheme}://{urlsplit(authorize_url).netloc}"
+    answer = requests.post(base + "/sandbox/oauth/authorize", data=data, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text[:500]
+    return str(answer.headers["Location"])
+
+
+def local_path(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + ("?" + parts.query if parts.query else "")
+
+
+def connect(client: Any, link_path: str, account: str = "sbx-1001") -> Any:
+    """The whole flow; returns the callback response (303 to the done page on success)."""
+    callback = consent(start_flow(client, link_path), account=account)
+    return client.get(local_path(callback))
+
+
+def fresh(db: Session) -> Session:
+    """End the test session's snapshot and forget loaded rows: see what the app committed."""
+    db.rollback()
+    db.expire_all()
+    return db
+
+
+def connections_in(db: Session, workspace_id: str) -> list[Connection]:
+    from sqlalchemy import select
+
+    fresh(db)
+    return list(db.scalars(select(Connection).where(Connection.workspace_id == workspace_id)))
+
+
+def login(client: Any, email: str, password: str = PASSWORD) -> Any:
+    page = client.get("/admin/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+    return client.post("/admin/login", data={"email": email, "password": password, "csrf_token": token})
+
+
+def csrf_from(client: Any, path: str = "/admin/") -> str:
+    page = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no CSRF token on " + path
+    return match.group(1)

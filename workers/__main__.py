@@ -1,0 +1,27 @@
+"""`python -m workers`: run an RQ worker on the EasyConnect queue with the process runtime."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rq import Queue, SimpleWorker
+
+from portal.queue import DEFAULT_QUEUE
+from workers import runtime
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = runtime.current()
+    if rt.redis is None:
+        print("REDIS_URL is not set: jobs run inline in the web process; no worker is needed.", file=sys.stderr)
+        return 2
+    # SimpleWorker runs jobs in this process (no fork per job): the runtime's connection pools are reused.
+    worker = SimpleWorker([Queue(DEFAULT_QUEUE, connection=rt.redis)], connection=rt.redis)
+    worker.work(with_scheduler=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
