@@ -25,7 +25,7 @@ from portal.migrate import upgrade
 from tests.helpers import LiveServer
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-PG_SCHEMA = "easyconnect_test"
+PG_SCHEMA = os.environ.get("TEST_PG_SCHEMA", "easyconnect_test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PORTAL_BASE = "http://portal.test"
 SANDBOX_SECRET = "sandbox-test-secret"
