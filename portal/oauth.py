@@ -104,7 +104,7 @@ class OAuthClient:
         self.timeout = timeout
 
     def _session(self, spec: ProviderSpec, app: AppCredentials, **kwargs: Any) -> OAuth2Session:
-        return OAuth2Session(
+        session = OAuth2Session(
             client_id=app.client_id,
             client_secret=app.client_secret,
             token_endpoint_auth_method=spec.token_auth_method,
@@ -114,6 +114,11 @@ class OAuthClient:
             default_timeout=self.timeout,
             **kwargs,
         )
+        # Look at the HTTP status before Authlib parses the body: a 429 or 5xx that happens to carry
+        # an OAuth-looking JSON error must stay temporary, and Retry-After must not be lost.
+        for hook in ("access_token_response", "refresh_token_response"):
+            session.register_compliance_hook(hook, _reject_throttled)
+        return session
 
     def authorization_url(self, spec: ProviderSpec, app: AppCredentials, redirect_uri: str, state: str,
                           code_verifier: str | None) -> str:
@@ -184,6 +189,8 @@ class OAuthClient:
     def _call(operation: Any, what: str) -> Any:
         try:
             result = operation()
+        except PlatformError:
+            raise
         except OAuthError as exc:
             raise _classify_oauth_error(exc.error or "", what) from None
         except requests.HTTPError as exc:
@@ -196,6 +203,12 @@ class OAuthClient:
         if hasattr(result, "status_code") and result.status_code >= 400:
             raise classify_http(result.status_code, result.headers.get("Retry-After"), what)
         return result
+
+
+def _reject_throttled(response: requests.Response) -> requests.Response:
+    if response.status_code == 429 or response.status_code >= 500:
+        raise classify_http(response.status_code, response.headers.get("Retry-After"), "token request")
+    return response
 
 
 def _classify_oauth_error(error: str, what: str) -> PlatformError:

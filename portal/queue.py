@@ -33,7 +33,7 @@ def _job(name: str) -> Callable[..., Any]:
 
 
 def job_id(name: str, *ids: str) -> str:
-    return ":".join([name.removeprefix(JOB_PREFIX), *ids])
+    return "-".join([name.removeprefix(JOB_PREFIX), *ids])  # RQ allows letters, digits, _ and -
 
 
 def enqueue(runtime: Runtime, name: str, *ids: str, retries: int = 3) -> str | None:

@@ -11,7 +11,8 @@ from portal.queue import DEFAULT_QUEUE
 from workers import runtime
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = runtime.current()
     if rt.redis is None:
@@ -19,7 +20,8 @@ def main() -> int:
         return 2
     # SimpleWorker runs jobs in this process (no fork per job): the runtime's connection pools are reused.
     worker = SimpleWorker([Queue(DEFAULT_QUEUE, connection=rt.redis)], connection=rt.redis)
-    worker.work(with_scheduler=True)
+    # --burst: work until the queue is empty, then exit (tests, one-off catch-up runs).
+    worker.work(burst="--burst" in args, with_scheduler=True)
     return 0
 
 
