@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import requests
 from sqlalchemy.orm import Session
 
-from portal.models import ConnectLink, Connection, Member, Workspace
+from portal.models import Connection, ConnectLink, Member, Workspace
 from portal.services import agencies, links
 from portal.services.audit import SYSTEM
 

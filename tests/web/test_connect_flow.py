@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from portal.models import AuditEvent, ConnectAttempt, ConnectLink, Health
-from tests.helpers import connect, fresh, connections_in, consent, local_path, setup_link, start_flow
+from tests.helpers import connect, connections_in, consent, fresh, local_path, setup_link, start_flow
 
 
 def test_full_flow_stores_an_encrypted_healthy_connection(client, db, runtime, live_sandbox):

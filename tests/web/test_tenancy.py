@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from portal.models import AuditEvent, ConnectLink, Connection, Workspace
+from portal.models import AuditEvent, Connection, ConnectLink, Workspace
 from tests.helpers import connect, connections_in, csrf_from, fresh, login, make_member, setup_link
 
 
