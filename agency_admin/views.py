@@ -77,7 +77,8 @@ def workspace(workspace_id: str) -> Any:
     link_rows = [(link, link.state(now), links.link_url(d, link)) for link in
                  links.list_links(session, _agency_id(), ws.id)]
     return render_template("agency_admin/workspace.html", workspace=ws, rows=rows, link_rows=link_rows,
-                           platforms=platforms.offered(d.settings), lifetimes=LIFETIME_CHOICES)
+                           platforms=platforms.offered(session, d, _agency_id()),
+                           catalog=platforms.catalog(d.settings), lifetimes=LIFETIME_CHOICES)
 
 
 @bp.post("/workspaces/<workspace_id>/rename")
@@ -116,7 +117,7 @@ def create_link() -> Any:
     try:
         link = links.create_link(
             db(), deps(), _agency_id(), _actor(), workspace_id=workspace_id,
-            platforms=form.getlist("platforms"), available=platforms.offered(deps().settings),
+            platforms=form.getlist("platforms"), available=platforms.offered(db(), deps(), _agency_id()),
             lifetime=timedelta(hours=_int(form.get("lifetime_hours"), "Expiry")),
             max_uses=None if form.get("max_uses", "").strip() in ("", "unlimited") else _int(form["max_uses"], "Uses"),
             label=form.get("label", ""))
@@ -151,7 +152,7 @@ def connection(connection_id: str) -> Any:
     conn = connections.get_connection(db(), _agency_id(), connection_id)
     return render_template("agency_admin/connection.html", connection=conn,
                            health=tokens.health_view(conn, deps().now()),
-                           platform=platforms.offered(deps().settings).get(conn.platform))
+                           platform=platforms.catalog(deps().settings).get(conn.platform))
 
 
 @bp.post("/connections/<connection_id>/refresh")

@@ -76,7 +76,8 @@ def create_link(workspace_id: str, platform_names: tuple[str, ...], hours: int, 
         if workspace is None:
             raise click.ClickException("no such workspace")
         link = links.create_link(db, rt.deps, workspace.agency_id, SYSTEM, workspace_id=workspace.id,
-                                 platforms=platform_names, available=platforms.offered(rt.settings),
+                                 platforms=platform_names,
+                                 available=platforms.offered(db, rt.deps, workspace.agency_id),
                                  lifetime=timedelta(hours=hours), max_uses=max_uses, label=label)
         click.echo(links.link_url(rt.deps, link))
 
@@ -129,10 +130,10 @@ def ensure_demo(rt: Runtime) -> tuple[str, str, str]:
         link = next((candidate for candidate in db.scalars(
             select(ConnectLink).where(ConnectLink.workspace_id == workspace.id, ConnectLink.label == "Demo link")
             .order_by(ConnectLink.created_at.desc())) if candidate.state(now) == "active"), None)
-        if link is None:
+        offered = platforms.offered(db, rt.deps, member.agency_id)
+        if link is None or set(link.allowed_platforms) != set(offered):
             link = links.create_link(db, rt.deps, member.agency_id, SYSTEM, workspace_id=workspace.id,
-                                     platforms=list(platforms.offered(rt.settings)),
-                                     available=platforms.offered(rt.settings), lifetime=timedelta(days=30),
+                                     platforms=list(offered), available=offered, lifetime=timedelta(days=30),
                                      max_uses=None, label="Demo link")
         return DEMO_EMAIL, password, links.link_url(rt.deps, link)
 

@@ -35,6 +35,10 @@ ENV_DOC: dict[str, str] = {
     "PORTAL_SANDBOX_URL": "where the portal reaches the sandbox (default: PORTAL_BASE_URL + /sandbox)",
     "PORTAL_SANDBOX_CLIENT_ID / _SECRET": "the operator's app registered at the sandbox",
     "PORTAL_TRUSTED_PROXIES": "number of reverse proxies whose X-Forwarded-* headers are trusted (default 0)",
+    "PORTAL_SANDBOX_PLATFORMS": "1 to route every platform to the sandbox's stand-ins (default on outside production)",
+    "PORTAL_APP_<GROUP>_CLIENT_ID / _CLIENT_SECRET": "the operator's default app per platform group "
+                                                     "(FACEBOOK, GOOGLE, LINKEDIN, X, TIKTOK, ...)",
+    "PORTAL_ALLOW_PRIVATE_URLS": "1 lets user-supplied URLs reach private addresses (never in production)",
 }
 
 
@@ -62,6 +66,13 @@ class Settings:
     # Where the sandbox may send the browser back to after consent; empty = PORTAL_BASE_URL + "/oauth/callback/".
     sandbox_redirect_prefix: str = ""
     trusted_proxies: int = 0
+    # Route every platform to the local sandbox's stand-ins (demo, tests); off in production.
+    sandbox_platforms: bool = True
+    # The operator's default app per credential group: {"facebook": ("client id", "secret"), ...}.
+    operator_apps: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # Let user-supplied URLs (Mastodon, Bluesky PDS, custom OIDC) reach private addresses: dev and tests only.
+    allow_private_urls: bool = False
+    platform_timeout: float = 15.0
     attempt_lifetime: int = 15 * 60
     refresh_lock_seconds: int = 60
     # Refresh a rotating short-lived token this long before it expires.
@@ -175,10 +186,25 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         sandbox_client_secret=env.get("PORTAL_SANDBOX_CLIENT_SECRET", ""),
         sandbox_database_url=env.get("PORTAL_SANDBOX_DATABASE_URL") or f"sqlite:///{instance_path / 'sandbox.db'}",
         trusted_proxies=int(env.get("PORTAL_TRUSTED_PROXIES", "0")),
+        sandbox_platforms=env.get("PORTAL_SANDBOX_PLATFORMS", sandbox_default) == "1",
+        operator_apps=_operator_apps(env),
+        allow_private_urls=env.get("PORTAL_ALLOW_PRIVATE_URLS", "0") == "1",
     )
     settings = replace(settings, **overrides)
     validate(settings)
     return settings
+
+
+def _operator_apps(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    apps = {}
+    for key, client_id in env.items():
+        if key.startswith("PORTAL_APP_") and key.endswith("_CLIENT_ID") and client_id:
+            group = key.removeprefix("PORTAL_APP_").removesuffix("_CLIENT_ID")
+            secret = env.get(f"PORTAL_APP_{group}_CLIENT_SECRET", "")
+            if not secret:
+                raise ConfigError(f"PORTAL_APP_{group}_CLIENT_SECRET is missing for PORTAL_APP_{group}_CLIENT_ID")
+            apps[group.lower().replace("_", "-")] = (client_id, secret)
+    return apps
 
 
 def validate(settings: Settings) -> None:
@@ -194,5 +220,7 @@ def validate(settings: Settings) -> None:
         problems.append("PORTAL_SANDBOX_CLIENT_SECRET")
     if problems:
         raise ConfigError("missing settings: " + ", ".join(problems))
+    if settings.production and (settings.allow_private_urls or settings.sandbox_platforms):
+        raise ConfigError("PORTAL_ALLOW_PRIVATE_URLS and PORTAL_SANDBOX_PLATFORMS are not allowed in production")
     if set(settings.link_keys) & set(settings.secret_keys):
         raise ConfigError("PORTAL_LINK_KEYS must differ from PORTAL_SECRET_KEYS")

@@ -116,3 +116,37 @@ class PlatformError(PortalError):
     @property
     def permanent(self) -> bool:
         return self.kind in (self.TOKEN_INVALID, self.PERMISSION_LOST, self.APP_MISCONFIGURED)
+
+
+class ScopesMissing(PortalError):
+    """The client unticked permissions the platform needs for publishing."""
+
+    status = 400
+    code = "scopes_missing"
+
+    def __init__(self, missing: list[str], platform_name: str) -> None:
+        names = ", ".join(missing)
+        super().__init__(f"You did not allow {names} on {platform_name}. Without it the connection cannot publish, "
+                         "so nothing was connected. Please try again and keep every permission ticked.")
+        self.missing = missing
+
+
+class NoSubAccounts(PortalError):
+    status = 400
+    code = "no_sub_accounts"
+
+
+class AccountNotExpected(PortalError):
+    status = 403
+    code = "account_not_expected"
+
+
+class IdentityMismatch(PortalError):
+    status = 409
+    code = "identity_mismatch"
+
+
+class SelectionExpired(PortalError):
+    status = 410
+    code = "selection_expired"
+    public_message = "This choice took too long and has expired, so nothing was connected. Please start again."

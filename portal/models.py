@@ -43,6 +43,7 @@ class Health(enum.StrEnum):
 class AttemptStage(enum.StrEnum):
     STARTED = "started"
     AUTHORIZED = "authorized"
+    SELECTING = "selecting"  # the client picks sub-accounts (pages, channels, boards ...)
     CONNECTED = "connected"
     FAILED = "failed"
 
@@ -116,6 +117,10 @@ class ConnectLink(Base):
     revoked_at: Mapped[datetime | None] = mapped_column()
     created_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Account ids or handles the agency expects; others are refused. Empty = any account.
+    expected_accounts: Mapped[list[str] | None] = mapped_column(JSON)
+    # A reconnect link belongs to one connection: a different account is refused, never swapped in.
+    reconnect_connection_id: Mapped[str | None] = mapped_column(String(32))
 
     workspace: Mapped[Workspace] = relationship(lazy="joined")
 
@@ -146,6 +151,16 @@ class ConnectAttempt(Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     connection_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Multi-instance platforms: the server the attempt started with (Mastodon instance, Bluesky PDS).
+    instance: Mapped[str | None] = mapped_column(String(255))
+    # Selecting stage: the grant and sub-account tokens, encrypted and bound to this attempt, and
+    # the candidates shown to the client (no secrets). Nothing is a Connection until chosen.
+    pending_enc: Mapped[str | None] = mapped_column(Text)
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    selection_expires_at: Mapped[datetime | None] = mapped_column()
+    connection_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    # Telegram: hash of the one-time /connect code the client posts in the chat.
+    connect_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class Connection(Base):
@@ -182,11 +197,71 @@ class Connection(Base):
     connected_via_link_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The signed-in user behind a page/channel/board (for Meta, the user whose token made the page token).
+    parent_external_id: Mapped[str | None] = mapped_column(String(255))
+    # Multi-instance platforms: which server issued the tokens (Mastodon instance, Bluesky PDS).
+    instance: Mapped[str | None] = mapped_column(String(255))
+    # Non-secret platform facts (Discord channels, Google account path, Telegram chat type ...).
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     workspace: Mapped[Workspace] = relationship(lazy="joined")
 
     def __repr__(self) -> str:
         return f"Connection(id={self.id!r}, platform={self.platform!r})"
+
+
+class ProviderApp(Base):
+    """An agency's own OAuth app for a platform (white-label consent screens). Secret encrypted."""
+
+    __tablename__ = "provider_apps"
+    __table_args__ = (UniqueConstraint("agency_id", "platform"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(40))
+    client_id: Mapped[str] = mapped_column(String(500))
+    client_secret_enc: Mapped[str] = mapped_column(Text)
+    # Set when a platform answered invalid_client: the app, not each connection, needs fixing.
+    invalid_since: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class InstanceApp(Base):
+    """The portal's app registered at one Mastodon (or compatible) instance, cached per host."""
+
+    __tablename__ = "instance_apps"
+    __table_args__ = (UniqueConstraint("platform", "host", "redirect_uri"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    platform: Mapped[str] = mapped_column(String(40))
+    host: Mapped[str] = mapped_column(String(255))
+    redirect_uri: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(500))
+    client_secret_enc: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomPlatform(Base):
+    """An agency's own OAuth 2.0 / OpenID Connect platform; offered on its links like any other."""
+
+    __tablename__ = "custom_platforms"
+    __table_args__ = (UniqueConstraint("agency_id", "slug"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(40))
+    display_name: Mapped[str] = mapped_column(String(80))
+    discovery_url: Mapped[str | None] = mapped_column(String(2048))
+    authorize_url: Mapped[str] = mapped_column(String(2048))
+    token_url: Mapped[str] = mapped_column(String(2048))
+    userinfo_url: Mapped[str] = mapped_column(String(2048))
+    scopes: Mapped[str] = mapped_column(String(1000))
+    field_map: Mapped[dict[str, str]] = mapped_column(JSON)
+    client_id: Mapped[str] = mapped_column(String(500))
+    client_secret_enc: Mapped[str] = mapped_column(Text)
+    pkce: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEvent(Base):

@@ -8,6 +8,7 @@ knowing the platform. Token values never reach an exception message or a ``repr`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from portal.providers import ProviderSpec
 TIMEOUT = (5, 15)
 MAX_RESPONSE_BYTES = 1_000_000
 _PERMANENT_GRANT_ERRORS = {"invalid_grant", "invalid_token", "unauthorized_client_token"}
+Classifier = Callable[[int, dict[str, Any], str | None, str], PlatformError]
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class AccountInfo:
     avatar_url: str | None
 
 
-def _grant_from(token: dict[str, Any], spec: ProviderSpec, now: datetime, requested: tuple[str, ...],
+def grant_from(token: dict[str, Any], spec: ProviderSpec, now: datetime, requested: tuple[str, ...],
                 previous_refresh: str | None = None) -> TokenGrant:
     access = token.get("access_token")
     if not isinstance(access, str) or not access:
@@ -100,7 +102,7 @@ def _retry_after(value: str | None) -> float | None:
 class OAuthClient:
     """Talks OAuth 2.0 to platforms described by ProviderSpecs."""
 
-    def __init__(self, timeout: tuple[float, float] = TIMEOUT) -> None:
+    def __init__(self, timeout: float | tuple[float, float] = TIMEOUT) -> None:
         self.timeout = timeout
 
     def _session(self, spec: ProviderSpec, app: AppCredentials, **kwargs: Any) -> OAuth2Session:
@@ -121,11 +123,11 @@ class OAuthClient:
         return session
 
     def authorization_url(self, spec: ProviderSpec, app: AppCredentials, redirect_uri: str, state: str,
-                          code_verifier: str | None) -> str:
+                          code_verifier: str | None, extra: dict[str, str] | None = None) -> str:
         with self._session(spec, app, redirect_uri=redirect_uri) as session:
             url, _ = session.create_authorization_url(
                 spec.authorize_url, state=state, code_verifier=code_verifier if spec.pkce else None,
-                **dict(spec.authorize_params),
+                **{**dict(spec.authorize_params), **(extra or {})},
             )
         return str(url)
 
@@ -136,23 +138,23 @@ class OAuthClient:
                 spec.token_url, grant_type="authorization_code", code=code,
                 code_verifier=code_verifier if spec.pkce else None,
             ), "code exchange")
-        return _grant_from(token, spec, now, spec.scopes)
+        return grant_from(token, spec, now, spec.scopes)
 
     def refresh(self, spec: ProviderSpec, app: AppCredentials, refresh_token: str, now: datetime) -> TokenGrant:
         with self._session(spec, app) as session:
             token = self._call(lambda: session.refresh_token(spec.token_url, refresh_token=refresh_token),
                                "token refresh")
-        return _grant_from(token, spec, now, spec.scopes, previous_refresh=refresh_token)
+        return grant_from(token, spec, now, spec.scopes, previous_refresh=refresh_token)
 
     def fetch_account(self, spec: ProviderSpec, access_token: str) -> AccountInfo:
         data = self.get_json(spec.userinfo_url, access_token, "identity call")
         fields = dict(spec.userinfo_fields)
-        external_id = _pluck(data, fields["id"])
+        external_id = pluck(data, fields["id"])
         if external_id in (None, ""):
             raise PlatformError(PlatformError.TEMPORARY, "the platform did not say which account this is")
-        name = _pluck(data, fields["name"])
-        handle = _pluck(data, fields["handle"]) if "handle" in fields else None
-        avatar = _pluck(data, fields["avatar"]) if "avatar" in fields else None
+        name = pluck(data, fields["name"])
+        handle = pluck(data, fields["handle"]) if "handle" in fields else None
+        avatar = pluck(data, fields["avatar"]) if "avatar" in fields else None
         return AccountInfo(
             external_id=str(external_id)[:255],
             display_name=str(name or "")[:255],
@@ -167,23 +169,38 @@ class OAuthClient:
             self._call(lambda: session.revoke_token(spec.revoke_url, token=token), "revocation")
 
     def get_json(self, url: str, access_token: str, what: str) -> dict[str, Any]:
+        return self.call_json("GET", url, what, token=access_token)
+
+    def call_json(self, method: str, url: str, what: str, *, token: str | None = None,
+                  params: dict[str, str] | None = None, data: dict[str, str] | None = None,
+                  json_body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+                  auth: tuple[str, str] | None = None, classify: Classifier | None = None) -> dict[str, Any]:
+        """One platform API call with a JSON answer; failures become PlatformErrors of the shared classes.
+
+        ``classify`` maps a platform's own error envelope (Meta's codes, Discord's codes ...);
+        without it the HTTP status decides."""
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
         try:
-            response = requests.get(url, headers={"Authorization": f"Bearer {access_token}"}, timeout=self.timeout,
-                                    stream=True, allow_redirects=False)
+            response = requests.request(method, url, params=params, data=data, json=json_body, headers=all_headers,
+                                        auth=auth, timeout=self.timeout, stream=True, allow_redirects=False)
             body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
         except requests.RequestException as exc:
             raise PlatformError(PlatformError.TEMPORARY, f"the platform could not be reached ({what})") from exc
-        if response.status_code != 200:
-            raise classify_http(response.status_code, response.headers.get("Retry-After"), what)
         if len(body) > MAX_RESPONSE_BYTES:
             raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer was too large ({what})")
         try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer was not JSON ({what})") from exc
-        if not isinstance(data, dict):
-            raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer had an odd shape ({what})")
-        return data
+            data_out = json.loads(body) if body else {}
+        except ValueError:
+            data_out = None
+        if response.status_code >= 400 or not isinstance(data_out, dict):
+            if classify is not None and isinstance(data_out, dict):
+                raise classify(response.status_code, data_out, response.headers.get("Retry-After"), what)
+            if response.status_code < 400:
+                raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer had an odd shape ({what})")
+            raise classify_http(response.status_code, response.headers.get("Retry-After"), what)
+        return data_out
 
     @staticmethod
     def _call(operation: Any, what: str) -> Any:
@@ -192,7 +209,7 @@ class OAuthClient:
         except PlatformError:
             raise
         except OAuthError as exc:
-            raise _classify_oauth_error(exc.error or "", what) from None
+            raise classify_oauth_error(exc.error or "", what) from None
         except requests.HTTPError as exc:
             response = exc.response
             status = response.status_code if response is not None else 502
@@ -211,7 +228,7 @@ def _reject_throttled(response: requests.Response) -> requests.Response:
     return response
 
 
-def _classify_oauth_error(error: str, what: str) -> PlatformError:
+def classify_oauth_error(error: str, what: str) -> PlatformError:
     if error in _PERMANENT_GRANT_ERRORS:
         return PlatformError(PlatformError.TOKEN_INVALID, f"the platform refused the {what}: the grant is no longer "
                              "valid", platform_code=error)
@@ -227,7 +244,7 @@ def _classify_oauth_error(error: str, what: str) -> PlatformError:
     return PlatformError(PlatformError.TEMPORARY, f"the platform failed the {what}", platform_code=error[:40])
 
 
-def _pluck(data: Any, path: str) -> Any:
+def pluck(data: Any, path: str) -> Any:
     for part in path.split("."):
         if not isinstance(data, dict):
             return None

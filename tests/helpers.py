@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def setup_link(db: Session, deps: Any, **overrides: Any) -> tuple[Member, Worksp
 # Walking the connect flow -----------------------------------------------------------------------------------
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"')
+_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 
 
 def start_flow(client: Any, link_path: str, platform: str = "sandbox") -> str:
@@ -89,15 +91,20 @@ def start_flow(client: Any, link_path: str, platform: str = "sandbox") -> str:
 
 
 def consent(authorize_url: str, account: str = "sbx-1001", decision: str = "approve",
-            scopes: list[str] | None = None) -> str:
-    """Act as the user on the sandbox's consent page (a real HTTP round trip); returns the callback URL."""
+            scopes: list[str] | None = None, choice: str | None = None) -> str:
+    """Act as the user on the sandbox's consent page (a real HTTP round trip); returns the callback URL.
+
+    ``scopes``: the permissions left ticked (default all); ``choice``: e.g. Discord's server."""
     page = requests.get(authorize_url, timeout=10)
     assert page.status_code == 200, page.text[:500]
     form = dict(_HIDDEN.findall(page.text))
     form.update(account=account, decision=decision)
+    if choice is not None:
+        form["choice"] = choice
     data: dict[str, Any] = {**form, "scope": scopes if scopes is not None else form["requested_scope"].split()}
     base = f"{urlsplit(authorize_url).scheme}://{urlsplit(authorize_url).netloc}"
-    answer = requests.post(base + "/sandbox/oauth/authorize", data=data, allow_redirects=False, timeout=10)
+    action = html.unescape(_ACTION.search(page.text).group(1))
+    answer = requests.post(base + action, data=data, allow_redirects=False, timeout=10)
     assert answer.status_code == 302, answer.text[:500]
     return str(answer.headers["Location"])
 
@@ -107,10 +114,27 @@ def local_path(url: str) -> str:
     return parts.path + ("?" + parts.query if parts.query else "")
 
 
-def connect(client: Any, link_path: str, account: str = "sbx-1001") -> Any:
-    """The whole flow; returns the callback response (303 to the done page on success)."""
-    callback = consent(start_flow(client, link_path), account=account)
+def connect(client: Any, link_path: str, account: str = "sbx-1001", platform: str = "sandbox",
+            scopes: list[str] | None = None, choice: str | None = None) -> Any:
+    """The whole flow; returns the callback response (303 to the done or the select page on success)."""
+    callback = consent(start_flow(client, link_path, platform), account=account, scopes=scopes, choice=choice)
     return client.get(local_path(callback))
+
+
+def select(client: Any, select_path: str, chosen: list[str]) -> Any:
+    """The account picker: check that it lists the candidates, then submit the chosen ids."""
+    page = client.get(select_path)
+    assert page.status_code == 200, page.get_data(as_text=True)[:500]
+    return client.post(select_path, data={"account": chosen})
+
+
+def candidates_on(client: Any, select_path: str) -> list[str]:
+    return re.findall(r'name="account" value="([^"]+)"', client.get(select_path).get_data(as_text=True))
+
+
+def all_platforms_link(db: Session, deps: Any, platforms: list[str], **overrides: Any) -> tuple[Any, Any, Any, str]:
+    """A member, workspace and link offering the given platforms."""
+    return setup_link(db, deps, platforms=platforms, available=platforms, **overrides)
 
 
 def fresh(db: Session) -> Session:

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, Integer, String, Text, select, update
+from sqlalchemy import JSON, Engine, Integer, String, Text, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from portal.db import UTCDateTime, make_engine, make_session_factory, utcnow
@@ -38,17 +38,29 @@ DEMO_ACCOUNTS = (
 )
 ACCOUNTS_BY_ID = {account.id: account for account in DEMO_ACCOUNTS}
 CODE_LIFETIME = timedelta(minutes=5)
-FAILURE_MODES = ("none", "invalid_grant", "invalid_client", "server_error", "rate_limited", "slow")
+FAILURE_MODES = ("none", "invalid_grant", "invalid_client", "server_error", "rate_limited", "slow", "revoked")
 
 
 class SandboxBase(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime()}
 
 
+SCHEMA_VERSION = 2
+
+
+class SandboxMeta(SandboxBase):
+    __tablename__ = "sandbox_meta"
+
+    key: Mapped[str] = mapped_column(String(20), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
 class SandboxCode(SandboxBase):
     __tablename__ = "sandbox_codes"
 
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(40), default="sandbox")
+    extra: Mapped[dict[str, str] | None] = mapped_column(JSON)
     client_id: Mapped[str] = mapped_column(String(200))
     redirect_uri: Mapped[str] = mapped_column(Text)
     account_id: Mapped[str] = mapped_column(String(40))
@@ -63,7 +75,9 @@ class SandboxToken(SandboxBase):
     __tablename__ = "sandbox_tokens"
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(40), default="sandbox")
     kind: Mapped[str] = mapped_column(String(8))  # access | refresh
+    subject: Mapped[str | None] = mapped_column(String(80))  # a Page token's Page id
     family: Mapped[str] = mapped_column(String(32), index=True)
     client_id: Mapped[str] = mapped_column(String(200))
     account_id: Mapped[str] = mapped_column(String(40))
@@ -108,6 +122,19 @@ class IssuedTokens:
     account_id: str
 
 
+def _ensure_schema(engine: Engine) -> None:
+    """The sandbox's data is disposable: an older schema is dropped and created anew."""
+    SandboxBase.metadata.create_all(engine)
+    with sessionmaker(bind=engine).begin() as db:
+        row = db.get(SandboxMeta, "schema")
+        if row is not None and row.value == SCHEMA_VERSION:
+            return
+    SandboxBase.metadata.drop_all(engine)
+    SandboxBase.metadata.create_all(engine)
+    with sessionmaker(bind=engine).begin() as db:
+        db.add(SandboxMeta(key="schema", value=SCHEMA_VERSION))
+
+
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -122,7 +149,7 @@ class SandboxServer:
     def __init__(self, database_url: str, client_id: str, client_secret: str, redirect_prefix: str,
                  access_lifetime: int, refresh_lifetime: int) -> None:
         self.engine: Engine = make_engine(database_url)
-        SandboxBase.metadata.create_all(self.engine)
+        _ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.client_id = client_id
         self._client_secret = client_secret
@@ -148,15 +175,31 @@ class SandboxServer:
             raise SandboxError("invalid_request")
 
     def issue_code(self, client_id: str, redirect_uri: str, account_id: str, scope: str,
-                   code_challenge: str | None) -> str:
+                   code_challenge: str | None, platform: str = "sandbox", extra: dict[str, str] | None = None) -> str:
         if account_id not in ACCOUNTS_BY_ID:
             raise SandboxError("invalid_request")
         code = secrets.token_urlsafe(24)
         with self.sessions.begin() as db:
             db.add(SandboxCode(code_hash=_hash(code), client_id=client_id, redirect_uri=redirect_uri,
                                account_id=account_id, scope=scope, code_challenge=code_challenge or None,
-                               expires_at=utcnow() + CODE_LIFETIME, family=secrets.token_hex(16)))
+                               expires_at=utcnow() + CODE_LIFETIME, family=secrets.token_hex(16),
+                               platform=platform, extra=extra or {}))
         return code
+
+    def code_platform(self, code: str) -> str:
+        with self.sessions() as db:
+            row = db.get(SandboxCode, _hash(code))
+            return row.platform if row is not None else ""
+
+    def check_secret(self, client_secret: str | None) -> None:
+        if not secrets.compare_digest(client_secret or "", self._client_secret):
+            raise SandboxError("invalid_client", status=401)
+
+    def code_extra(self, code: str) -> dict[str, str]:
+        """What the consent page recorded with a code (Google's offline access, Discord's guild ...)."""
+        with self.sessions() as db:
+            row = db.get(SandboxCode, _hash(code))
+            return dict(row.extra or {}) if row is not None else {}
 
     # Token endpoint --------------------------------------------------------------------------------
 
@@ -165,11 +208,13 @@ class SandboxServer:
             raise SandboxError("invalid_client", status=401)
         return client_id
 
-    def exchange_code(self, client_id: str, code: str, redirect_uri: str, verifier: str | None) -> IssuedTokens:
+    def exchange_code(self, client_id: str, code: str, redirect_uri: str, verifier: str | None,
+                      platform: str = "sandbox", access_lifetime: int | None = None,
+                      refresh: bool = True) -> IssuedTokens:
         self._maybe_fail("token")
         with self.sessions.begin() as db:
             row = db.get(SandboxCode, _hash(code))
-            if row is None or row.client_id != client_id:
+            if row is None or row.client_id != client_id or row.platform != platform:
                 raise SandboxError("invalid_grant")
             if row.used_at is not None:
                 # RFC 6749 §4.1.2: a replayed code revokes what it already issued.
@@ -179,40 +224,78 @@ class SandboxServer:
                 row.used_at = utcnow()  # spent even when the checks below fail
                 failed = (row.expires_at <= utcnow() or row.redirect_uri != redirect_uri
                           or bool(row.code_challenge and (not verifier or s256(verifier) != row.code_challenge)))
-            issued = None if failed else self._issue(db, client_id, row.account_id, row.scope, row.family)
+            issued = None if failed else self._issue(db, client_id, row.account_id, row.scope, row.family, platform,
+                                                     access_lifetime, refresh)
         if issued is None:
             raise SandboxError("invalid_grant")
         self.count("code_exchanges")
         return issued
 
-    def refresh(self, client_id: str, refresh_token: str) -> IssuedTokens:
+    def refresh(self, client_id: str, refresh_token: str, platform: str = "sandbox", rotate: bool = True,
+                access_lifetime: int | None = None) -> IssuedTokens:
         self._maybe_fail("token")
         with self.sessions.begin() as db:
             # Rotation: the update succeeds once per refresh token; a second use finds it revoked.
-            spent = db.execute(update(SandboxToken)
-                               .where(SandboxToken.token_hash == _hash(refresh_token), SandboxToken.kind == "refresh",
-                                      SandboxToken.client_id == client_id, SandboxToken.revoked_at.is_(None),
-                                      SandboxToken.expires_at > utcnow())
-                               .values(revoked_at=utcnow()))
-            if spent.rowcount != 1:  # type: ignore[attr-defined]
+            condition = [SandboxToken.token_hash == _hash(refresh_token), SandboxToken.kind == "refresh",
+                         SandboxToken.client_id == client_id, SandboxToken.platform == platform,
+                         SandboxToken.revoked_at.is_(None), SandboxToken.expires_at > utcnow()]
+            if rotate:
+                spent = db.execute(update(SandboxToken).where(*condition).values(revoked_at=utcnow()))
+                found = spent.rowcount == 1  # type: ignore[attr-defined]
+            else:
+                found = db.scalar(select(SandboxToken).where(*condition)) is not None
+            if not found:
                 raise SandboxError("invalid_grant")
             row = db.get(SandboxToken, _hash(refresh_token))
             assert row is not None
-            issued = self._issue(db, client_id, row.account_id, row.scope, row.family)
+            issued = self._issue(db, client_id, row.account_id, row.scope, row.family, platform, access_lifetime,
+                                 refresh=rotate)
+            if not rotate:
+                issued = IssuedTokens(issued.access_token, refresh_token, issued.expires_in, issued.scope,
+                                      issued.account_id)
         self.count("refreshes")
         return issued
 
-    def _issue(self, db: Session, client_id: str, account_id: str, scope: str, family: str) -> IssuedTokens:
-        access, refresh = "sbx_at_" + secrets.token_urlsafe(24), "sbx_rt_" + secrets.token_urlsafe(24)
+    def _issue(self, db: Session, client_id: str, account_id: str, scope: str, family: str,
+               platform: str = "sandbox", access_lifetime: int | None = None, refresh: bool = True,
+               subject: str | None = None) -> IssuedTokens:
+        lifetime = access_lifetime or self.access_lifetime
+        access, refresh_token = "sbx_at_" + secrets.token_urlsafe(24), "sbx_rt_" + secrets.token_urlsafe(24)
         now = utcnow()
-        db.add_all([
-            SandboxToken(token_hash=_hash(access), kind="access", family=family, client_id=client_id,
-                         account_id=account_id, scope=scope, expires_at=now + timedelta(seconds=self.access_lifetime)),
-            SandboxToken(token_hash=_hash(refresh), kind="refresh", family=family, client_id=client_id,
-                         account_id=account_id, scope=scope,
-                         expires_at=now + timedelta(seconds=self.refresh_lifetime)),
-        ])
-        return IssuedTokens(access, refresh, self.access_lifetime, scope, account_id)
+        db.add(SandboxToken(token_hash=_hash(access), kind="access", family=family, client_id=client_id,
+                            account_id=account_id, scope=scope, expires_at=now + timedelta(seconds=lifetime),
+                            platform=platform, subject=subject))
+        if refresh:
+            db.add(SandboxToken(token_hash=_hash(refresh_token), kind="refresh", family=family, client_id=client_id,
+                                account_id=account_id, scope=scope, platform=platform,
+                                expires_at=now + timedelta(seconds=self.refresh_lifetime)))
+        return IssuedTokens(access, refresh_token if refresh else "", lifetime, scope, account_id)
+
+    def exchange_access(self, platform: str, access_token: str, lifetime: int, client_id: str | None = None,
+                        subject: str | None = None, count_as: str = "exchanges") -> IssuedTokens:
+        """A new access token from a live one: Meta's long-lived exchange and refresh, and Page tokens."""
+        self._maybe_fail("token")
+        with self.sessions.begin() as db:
+            row = self._live(db, platform, access_token)
+            issued = self._issue(db, client_id or row.client_id, row.account_id, row.scope, row.family, platform,
+                                 lifetime, refresh=False, subject=subject)
+        self.count(count_as)
+        return issued
+
+    def _live(self, db: Session, platform: str, token: str) -> SandboxToken:
+        row = db.get(SandboxToken, _hash(token))
+        if (row is None or row.kind != "access" or row.platform != platform or row.revoked_at is not None
+                or row.expires_at <= utcnow()):
+            raise SandboxError("invalid_token", status=401)
+        return row
+
+    def lookup(self, platform: str, token: str) -> SandboxToken:
+        """The live access token's row (account, scope, subject) or an invalid_token error."""
+        self._maybe_fail("userinfo")
+        with self.sessions() as db:
+            row = self._live(db, platform, token)
+            db.expunge(row)
+            return row
 
     def _revoke_family(self, db: Session, family: str) -> None:
         db.execute(update(SandboxToken).where(SandboxToken.family == family, SandboxToken.revoked_at.is_(None))
@@ -227,13 +310,8 @@ class SandboxServer:
 
     # Resource endpoint ----------------------------------------------------------------------------
 
-    def account_for_access_token(self, token: str) -> DemoAccount:
-        self._maybe_fail("userinfo")
-        with self.sessions() as db:
-            row = db.get(SandboxToken, _hash(token))
-            if row is None or row.kind != "access" or row.revoked_at is not None or row.expires_at <= utcnow():
-                raise SandboxError("invalid_token", status=401)
-            return ACCOUNTS_BY_ID[row.account_id]
+    def account_for_access_token(self, token: str, platform: str = "sandbox") -> DemoAccount:
+        return ACCOUNTS_BY_ID[self.lookup(platform, token).account_id]
 
     # Counters and failure switches ----------------------------------------------------------------
 
@@ -270,6 +348,7 @@ class SandboxServer:
             "invalid_client": SandboxError("invalid_client", status=401),
             "server_error": SandboxError("server_error", status=500),
             "rate_limited": SandboxError("rate_limited", status=429, retry_after=30),
+            "revoked": SandboxError("invalid_token", status=401),
         }[mode]
 
 

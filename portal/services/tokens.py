@@ -22,7 +22,8 @@ from portal.errors import NotFound, PlatformError, RefreshBusy
 from portal.models import Connection, Health
 from portal.services import Deps, audit, platforms
 from portal.services.audit import WORKER, Actor
-from portal.services.connections import token_context
+from portal.providers import ProviderSpec
+from portal.services.connections import read_tokens, spec_and_app, token_context
 
 log = logging.getLogger(__name__)
 EXPIRING_SOON = timedelta(days=7)
@@ -48,7 +49,8 @@ def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id
         if agency_id is not None:
             raise NotFound("No such connection.")
         return RefreshResult.GONE
-    if connection.refresh_token_enc is None:
+    spec = _spec(deps, connection)
+    if not platforms.adapter_for(deps, spec).can_refresh(spec, connection.refresh_token_enc is not None):
         return RefreshResult.NOT_REFRESHABLE
     seen_version = connection.token_version
     db.commit()  # hold no transaction while waiting for the lock or the platform
@@ -57,6 +59,11 @@ def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id
         if not owned:
             raise RefreshBusy()
         return _refresh_locked(db, deps, connection_id, seen_version, force, actor)
+
+
+def _spec(deps: Deps, connection: Connection) -> ProviderSpec:
+    spec = platforms.spec_for(deps.settings, connection.platform)
+    return spec.for_instance(connection.instance, deps.settings.sandbox_url) if connection.instance else spec
 
 
 def _load(db: Session, connection_id: str, agency_id: str | None) -> Connection | None:
@@ -79,13 +86,11 @@ def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: i
     previous_health = connection.health if connection.health != Health.REFRESHING else Health.HEALTHY
     connection.health = Health.REFRESHING
     connection.refresh_started_at = deps.now()
+    spec, app = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
+    access_token, refresh_token = read_tokens(deps, connection)
     db.commit()  # a crash from here on is visible as a connection stuck in Refreshing
-    assert connection.refresh_token_enc is not None
-    refresh_token = deps.cipher.decrypt(connection.refresh_token_enc, token_context(connection, "refresh"))
-    spec = platforms.resolved(deps.settings, connection.platform)
     try:
-        grant = deps.oauth.refresh(spec, platforms.app_for(deps.settings, connection.platform), refresh_token,
-                                   deps.now())
+        grant = platforms.adapter_for(deps, spec).refresh(spec, app, access_token, refresh_token, deps.now())
     except PlatformError as exc:
         return _record_failure(db, deps, connection_id, seen_version, previous_health, exc, actor)
     return _save(db, deps, connection, seen_version, grant, actor)

@@ -1,4 +1,4 @@
-"""Blueprint "connect": the client-facing link page, OAuth start and callback, done page.
+"""Blueprint "connect": the client-facing link page, OAuth start and callback, account choice, done page.
 
 These pages carry no login and no cookie: the signed link token in the URL and the OAuth
 `state` (server-side) are the whole state, so they also work in iframes and with
@@ -13,12 +13,13 @@ from typing import Any
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request
 
 from portal.errors import AttemptInvalid, PortalError
-from portal.models import Agency
+from portal.models import Agency, AttemptStage, ConnectLink
 from portal.services import connections, links, platforms
 from portal.services.agencies import Branding, branding_for
 from portal.web import client_ip, db, deps, no_store
 
 bp = Blueprint("connect", __name__)
+RECONSENT_CODES = ("scopes_missing",)
 
 
 def _page(template: str, status: int = 200, **context: Any) -> Response:
@@ -30,10 +31,10 @@ def link_page(token: str) -> Response:
     session, d = db(), deps()
     resolved = links.resolve_link(session, d.signer, token, d.now())
     links.note_opened(session, resolved.link)
-    session.commit()
-    offered = platforms.offered(d.settings)
+    offered = platforms.offered(session, d, resolved.agency.id)
     choices = [offered[name] for name in resolved.link.allowed_platforms if name in offered]
     connected = connections.list_connections(session, resolved.agency.id, resolved.link.workspace_id)
+    session.commit()
     return _page("connect/link.html", brand=branding_for(resolved.agency), token=token, link=resolved.link,
                  platforms=choices, connected=[c for c in connected if c.platform in resolved.link.allowed_platforms])
 
@@ -42,7 +43,10 @@ def link_page(token: str) -> Response:
 def start(token: str, platform: str) -> Response:
     session, d = db(), deps()
     resolved = links.resolve_link(session, d.signer, token, d.now(), platform=platform)
-    started = connections.begin_attempt(session, d, resolved, platform)
+    spec = connections.offered_spec(session, d, resolved.link, platform)
+    if spec.auth_kind != "oauth2":  # credential, instance and bot flows have their own first page
+        return no_store(redirect(f"/c/{token}/{spec.auth_kind.replace('_', '-')}/{platform}", 303))
+    started = connections.begin_attempt(session, d, resolved, platform, reconsent=request.form.get("reconsent") == "1")
     session.commit()
     return no_store(redirect(started.authorize_url, 303))
 
@@ -54,26 +58,49 @@ def callback(platform: str) -> Response:
     attempt = connections.complete_callback(session, d, platform, args.get("state"), args.get("code"),
                                             args.get("error"), client_ip())
     link = links.get_link(session, attempt.agency_id, attempt.link_id)
-    return no_store(redirect(f"/c/{d.signer.sign(link.token_id)}/done/{attempt.id}", 303))
+    return no_store(redirect(after_attempt_url(link, attempt), 303))
+
+
+def after_attempt_url(link: ConnectLink, attempt: Any) -> str:
+    step = "select" if attempt.stage == AttemptStage.SELECTING else "done"
+    return f"/c/{deps().signer.sign(link.token_id)}/{step}/{attempt.id}"
+
+
+@bp.get("/c/<token>/select/<attempt_id>")
+def select(token: str, attempt_id: str) -> Response:
+    session, d = db(), deps()
+    resolved = links.resolve_link(session, d.signer, token, d.now())
+    attempt = connections.selecting_attempt(session, d, resolved.link, attempt_id)
+    spec = platforms.spec_for(d.settings, attempt.platform)
+    return _page("connect/select.html", brand=branding_for(resolved.agency), token=token, attempt=attempt,
+                 platform=spec)
+
+
+@bp.post("/c/<token>/select/<attempt_id>")
+def choose(token: str, attempt_id: str) -> Response:
+    session, d = db(), deps()
+    resolved = links.resolve_link(session, d.signer, token, d.now())
+    attempt = connections.select_accounts(session, d, resolved.link, attempt_id, request.form.getlist("account"),
+                                          client_ip())
+    return no_store(redirect(f"/c/{token}/done/{attempt.id}", 303))
 
 
 @bp.get("/c/<token>/done/<attempt_id>")
 def done(token: str, attempt_id: str) -> Response:
     session, d = db(), deps()
     token_id = d.signer.unsign(token)
-    if token_id is None:
-        abort(404)
-    link = links.find_by_token_id(session, token_id)
+    link = links.find_by_token_id(session, token_id) if token_id else None
     if link is None:
         abort(404)
     attempt = connections.attempt_for(session, link.id, attempt_id)
-    if attempt.connection_id is None:
+    if attempt.stage != AttemptStage.CONNECTED:
         raise AttemptInvalid()
-    connection = connections.get_connection(session, link.agency_id, attempt.connection_id)
+    connected = connections.connections_by_ids(session, link.agency_id, attempt.connection_ids or
+                                               [attempt.connection_id])
     agency = session.get(Agency, link.agency_id)
     assert agency is not None
-    return _page("connect/done.html", brand=branding_for(agency), token=token, connection=connection,
-                 platform=platforms.offered(d.settings).get(connection.platform))
+    return _page("connect/done.html", brand=branding_for(agency), token=token, connected=connected,
+                 platform=platforms.catalog(d.settings).get(attempt.platform))
 
 
 @bp.get("/brand/<agency_id>/logo")
@@ -93,14 +120,19 @@ def render_error(exc: PortalError) -> Response:
     brand: Branding | None = None
     token = request.view_args.get("token") if request.view_args else None
     retry_url = f"/c/{token}" if token and exc.status != 410 and exc.code != "link_invalid" else None
+    platform = request.view_args.get("platform") if request.view_args else None
     if token:
         token_id = deps().signer.unsign(token)
         link = links.find_by_token_id(db(), token_id) if token_id else None
         agency = db().get(Agency, link.agency_id) if link else None
         brand = branding_for(agency) if agency else None
+        if exc.code == "selection_expired":
+            retry_url = f"/c/{token}"
     elif request.endpoint == "connect.callback":
         brand, retry_url = _callback_context()
-    return _page("connect/error.html", status=exc.status, brand=brand, error=exc, retry_url=retry_url)
+    reconsent_url = f"{retry_url}/connect/{platform}" if retry_url and exc.code in RECONSENT_CODES else None
+    return _page("connect/error.html", status=exc.status, brand=brand, error=exc, retry_url=retry_url,
+                 reconsent_url=reconsent_url)
 
 
 def _callback_context() -> tuple[Branding | None, str | None]:
@@ -113,3 +145,7 @@ def _callback_context() -> tuple[Branding | None, str | None]:
     if link is None or agency is None:
         return None, None
     return branding_for(agency), f"/c/{deps().signer.sign(link.token_id)}"
+
+
+# Flows whose first step is not a plain OAuth redirect register their routes on this blueprint.
+from portal.views import connect_bluesky, connect_mastodon, connect_telegram  # noqa: E402,F401

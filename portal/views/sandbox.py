@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlencode
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 
 from portal.sandbox import ACCOUNTS_BY_ID, DEMO_ACCOUNTS, SandboxError, SandboxServer, avatar_svg
+from portal.views import sandbox_platforms
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
 
@@ -146,3 +147,18 @@ def control() -> Any:
     except (SandboxError, ValueError):
         return jsonify(error="invalid_request"), 400
     return jsonify(ok=True)
+
+
+# Stand-ins for the real platforms -----------------------------------------------------------------
+
+sandbox_platforms.load_families()
+
+
+@bp.route("/p/<host>/<path:rest>", methods=["GET", "POST", "DELETE"])
+def platform_endpoint(host: str, rest: str) -> Any:
+    return sandbox_platforms.dispatch(request.method, host, rest)
+
+
+@bp.post("/consent")
+def platform_consent() -> Any:
+    return sandbox_platforms.approve_consent()
