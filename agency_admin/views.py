@@ -120,7 +120,7 @@ def create_link() -> Any:
             platforms=form.getlist("platforms"), available=platforms.offered(db(), deps(), _agency_id()),
             lifetime=timedelta(hours=_int(form.get("lifetime_hours"), "Expiry")),
             max_uses=None if form.get("max_uses", "").strip() in ("", "unlimited") else _int(form["max_uses"], "Uses"),
-            label=form.get("label", ""))
+            label=form.get("label", ""), expected_accounts=form.get("expected_accounts", "").splitlines())
     except ValidationFailed as exc:
         flash(exc.public_message, "error")
         return redirect(url_for("agency_admin.workspace", workspace_id=workspace_id) if workspace_id
@@ -173,6 +173,15 @@ def refresh_connection(connection_id: str) -> Any:
     return redirect(url_for("agency_admin.connection", connection_id=conn.id))
 
 
+@bp.post("/connections/<connection_id>/reconnect-link")
+@login_required
+def reconnect_link(connection_id: str) -> Any:
+    link = links.create_reconnect_link(db(), deps(), _agency_id(), connection_id, _actor())
+    db().commit()
+    flash(f"Reconnect link (single use, 7 days, only this account): {links.link_url(deps(), link)}", "success")
+    return redirect(url_for("agency_admin.connection", connection_id=connection_id))
+
+
 @bp.post("/connections/<connection_id>/disconnect")
 @login_required
 def disconnect(connection_id: str) -> Any:
@@ -211,3 +220,37 @@ def branding() -> Any:
 @login_required
 def audit_log() -> Any:
     return render_template("agency_admin/audit.html", events=audit.recent(db(), _agency_id(), 200))
+
+
+@bp.get("/platforms")
+@login_required
+def platform_apps() -> Any:
+    d = deps()
+    statuses = platforms.availability(db(), d, _agency_id())
+    groups: dict[str, list[Any]] = {}
+    for status in statuses:
+        groups.setdefault(status.spec.credential_group, []).append(status)
+    return render_template("agency_admin/platforms.html", groups=groups,
+                           redirect_uri=lambda name: platforms.redirect_uri(d.settings, name))
+
+
+@bp.post("/platforms/<group>")
+@login_required
+def save_platform_app(group: str) -> Any:
+    try:
+        platforms.save_agency_app(db(), deps(), _agency_id(), group, request.form.get("client_id", ""),
+                                  request.form.get("client_secret", ""), _actor())
+        db().commit()
+        flash("App saved. Its secret is stored encrypted and will not be shown again.", "success")
+    except ValidationFailed as exc:
+        flash(exc.public_message, "error")
+    return redirect(url_for("agency_admin.platform_apps", _anchor=f"app-{group}"))
+
+
+@bp.post("/platforms/<group>/remove")
+@login_required
+def remove_platform_app(group: str) -> Any:
+    platforms.remove_agency_app(db(), _agency_id(), group, _actor())
+    db().commit()
+    flash("Your app was removed; the portal's default app is used where there is one.", "info")
+    return redirect(url_for("agency_admin.platform_apps"))

@@ -70,6 +70,10 @@ class GuardPolicy:
     max_bytes: int = 1_000_000
     max_redirects: int = 0
 
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.max_bytes < 0 or self.max_redirects < 0:
+            raise ValueError("timeout must be positive; max_bytes and max_redirects must not be negative")
+
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 form carries (mapped, NAT64, 6to4, Teredo client), if any."""
@@ -293,11 +297,11 @@ def _retry_after(value: str | None) -> float | None:
 
 @dataclass(frozen=True)
 class SafeResponse:
-    """A complete, size-checked answer; ``headers`` is case-insensitive."""
+    """A complete, size-checked answer; ``headers`` is case-insensitive. Token answers land here: no repr."""
 
     status: int
-    headers: Mapping[str, str]
-    body: bytes
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
     url: str
 
     def json(self) -> Any:
@@ -396,7 +400,7 @@ class SafeHTTPClient:
         watchdog = threading.Timer(self.policy.timeout, fetch.expire)
         watchdog.daemon = True
         token = _CURRENT.set(fetch)
-        pass
+        watchdog.start()
         try:
             with _new_session() as session:
                 kwargs = {"params": params, "data": data, "json": json, "headers": headers, "auth": auth}

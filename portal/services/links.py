@@ -42,8 +42,12 @@ def link_url(deps: Deps, link: ConnectLink) -> str:
 
 def create_link(db: Session, deps: Deps, agency_id: str, actor: Actor, *, workspace_id: str,
                 platforms: Iterable[str], available: Iterable[str], lifetime: timedelta,
-                max_uses: int | None, label: str = "") -> ConnectLink:
-    """Create a link for one of the agency's workspaces; platforms must be offered by this deployment."""
+                max_uses: int | None, label: str = "", expected_accounts: Iterable[str] = (),
+                reconnect_connection_id: str | None = None) -> ConnectLink:
+    """Create a link for one of the agency's workspaces; platforms must be offered by this deployment.
+
+    ``expected_accounts``: ids or @handles the agency expects; any other account is refused.
+    ``reconnect_connection_id``: a reconnect link for one connection (its account only)."""
     workspace = get_workspace(db, agency_id, workspace_id)
     if workspace.archived_at is not None:
         raise ValidationFailed("This workspace is archived; restore it before sending links.")
@@ -58,14 +62,45 @@ def create_link(db: Session, deps: Deps, agency_id: str, actor: Actor, *, worksp
     if max_uses is not None and not 1 <= max_uses <= MAX_USES_LIMIT:
         raise ValidationFailed(f"Uses must be between 1 and {MAX_USES_LIMIT}, or unlimited.")
     label = clean_name(label, "Label") if label and label.strip() else ""
+    expected = _clean_expected(expected_accounts)
     link = ConnectLink(agency_id=agency_id, workspace_id=workspace.id, token_id=random_id(),
                        allowed_platforms=chosen, expires_at=deps.now() + lifetime, max_uses=max_uses,
-                       label=label, created_by=actor.id, uses=0, opened_count=0)
+                       label=label, created_by=actor.id, uses=0, opened_count=0, expected_accounts=expected or None,
+                       reconnect_connection_id=reconnect_connection_id)
     db.add(link)
     db.flush()
     audit.record(db, agency_id, actor, "link.created", "connect_link", link.id, workspace_id=workspace.id,
                  platforms=chosen, max_uses=max_uses, expires_at=link.expires_at.isoformat())
     return link
+
+
+def _clean_expected(values: Iterable[str]) -> list[str]:
+    cleaned = []
+    for value in values:
+        value = value.strip()
+        if not value:
+            continue
+        if len(value) > 255 or any(ch.isspace() or ord(ch) < 32 for ch in value):
+            raise ValidationFailed("Expected accounts are ids or @handles, one per line, without spaces.")
+        cleaned.append(value)
+    if len(cleaned) > 50:
+        raise ValidationFailed("At most 50 expected accounts per link.")
+    return cleaned
+
+
+def create_reconnect_link(db: Session, deps: Deps, agency_id: str, connection_id: str, actor: Actor) -> ConnectLink:
+    """A 7-day, single-use link to reconnect one connection: a different account is refused."""
+    from portal.models import Connection
+
+    connection = db.scalar(select(Connection).where(Connection.id == connection_id,
+                                                    Connection.agency_id == agency_id))
+    if connection is None:
+        raise NotFound("No such connection.")
+    name = connection.handle or connection.display_name or connection.external_id
+    return create_link(db, deps, agency_id, actor, workspace_id=connection.workspace_id,
+                       platforms=[connection.platform], available=[connection.platform],
+                       lifetime=timedelta(days=7), max_uses=1, label=f"Reconnect {name}"[:120],
+                       reconnect_connection_id=connection.id)
 
 
 def resolve_link(db: Session, signer: LinkSigner, token: str, now: datetime,
