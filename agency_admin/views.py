@@ -15,7 +15,7 @@ from flask_login import current_user, login_required
 from agency_admin import bp
 from portal import queue
 from portal.errors import PlatformError, RefreshBusy, ServiceUnavailable, ValidationFailed
-from portal.services import agencies, audit, connections, links, platforms, tokens
+from portal.services import agencies, audit, connections, custom_platforms, links, platforms, tokens
 from portal.services.audit import Actor
 from portal.web import client_ip, db, deps, runtime
 
@@ -78,7 +78,7 @@ def workspace(workspace_id: str) -> Any:
                  links.list_links(session, _agency_id(), ws.id)]
     return render_template("agency_admin/workspace.html", workspace=ws, rows=rows, link_rows=link_rows,
                            platforms=platforms.offered(session, d, _agency_id()),
-                           catalog=platforms.catalog(d.settings), lifetimes=LIFETIME_CHOICES)
+                           labels=platforms.labels(session, d, _agency_id()), lifetimes=LIFETIME_CHOICES)
 
 
 @bp.post("/workspaces/<workspace_id>/rename")
@@ -152,7 +152,7 @@ def connection(connection_id: str) -> Any:
     conn = connections.get_connection(db(), _agency_id(), connection_id)
     return render_template("agency_admin/connection.html", connection=conn,
                            health=tokens.health_view(conn, deps().now()),
-                           platform=platforms.catalog(deps().settings).get(conn.platform))
+                           platform_label=platforms.labels(db(), deps(), _agency_id()).get(conn.platform, conn.platform))
 
 
 @bp.post("/connections/<connection_id>/refresh")
@@ -254,3 +254,40 @@ def remove_platform_app(group: str) -> Any:
     db().commit()
     flash("Your app was removed; the portal's default app is used where there is one.", "info")
     return redirect(url_for("agency_admin.platform_apps"))
+
+
+@bp.get("/custom-platforms")
+@login_required
+def custom_platforms_page() -> Any:
+    return render_template("agency_admin/custom_platforms.html",
+                           rows=custom_platforms.list_for(db(), _agency_id()), defaults=custom_platforms.DEFAULT_FIELDS,
+                           redirect_uri=lambda slug: platforms.redirect_uri(deps().settings, custom_platforms.PREFIX + slug))
+
+
+@bp.post("/custom-platforms")
+@login_required
+def create_custom_platform() -> Any:
+    form = request.form
+    try:
+        row = custom_platforms.create(
+            db(), deps(), _agency_id(), _actor(), display_name=form.get("display_name", ""),
+            discovery_url=form.get("discovery_url", ""), authorize_url=form.get("authorize_url", ""),
+            token_url=form.get("token_url", ""), userinfo_url=form.get("userinfo_url", ""),
+            scopes=form.get("scopes", ""), client_id=form.get("client_id", ""),
+            client_secret=form.get("client_secret", ""),
+            fields={key: form.get(f"field_{key}", "") for key in custom_platforms.DEFAULT_FIELDS})
+        db().commit()
+        flash(f"{row.display_name} added. Register the redirect URI shown below at the platform.", "success")
+    except ValidationFailed as exc:
+        db().rollback()
+        flash(exc.public_message, "error")
+    return redirect(url_for("agency_admin.custom_platforms_page"))
+
+
+@bp.post("/custom-platforms/<name>/delete")
+@login_required
+def delete_custom_platform(name: str) -> Any:
+    custom_platforms.delete(db(), _agency_id(), name, _actor())
+    db().commit()
+    flash("Platform removed. Existing connections keep their tokens until disconnected.", "info")
+    return redirect(url_for("agency_admin.custom_platforms_page"))

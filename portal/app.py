@@ -19,7 +19,6 @@ from portal.config import Settings, load_settings
 from portal.errors import PortalError
 from portal.providers import load_catalog
 from portal.runtime import build_runtime
-from portal.security import framing
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     runtime = build_runtime(settings)
     app.extensions["easyconnect"] = runtime
     web.init_app(app)
-    framing.init_app(app, settings.secure_cookies, _sandbox_origin(settings))
+    web.init_security_headers(app, settings.secure_cookies, _sandbox_origin(settings))
     csrf.init_app(app)
     limiter.init_app(app)
     _register_blueprints(app, settings)

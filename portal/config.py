@@ -38,7 +38,8 @@ ENV_DOC: dict[str, str] = {
     "PORTAL_SANDBOX_PLATFORMS": "1 to route every platform to the sandbox's stand-ins (default on outside production)",
     "PORTAL_APP_<GROUP>_CLIENT_ID / _CLIENT_SECRET": "the operator's default app per platform group "
                                                      "(FACEBOOK, GOOGLE, LINKEDIN, X, TIKTOK, ...)",
-    "PORTAL_ALLOW_PRIVATE_URLS": "1 lets user-supplied URLs reach private addresses (never in production)",
+    "PORTAL_ALLOW_PRIVATE_URLS": "1 lets user-supplied URLs reach private addresses (default on outside production; "
+                                 "refused in production)",
 }
 
 
@@ -188,7 +189,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         trusted_proxies=int(env.get("PORTAL_TRUSTED_PROXIES", "0")),
         sandbox_platforms=env.get("PORTAL_SANDBOX_PLATFORMS", sandbox_default) == "1",
         operator_apps=_operator_apps(env),
-        allow_private_urls=env.get("PORTAL_ALLOW_PRIVATE_URLS", "0") == "1",
+        # The demo's sandbox lives on 127.0.0.1; production never lets user URLs reach private addresses.
+        allow_private_urls=env.get("PORTAL_ALLOW_PRIVATE_URLS", sandbox_default) == "1",
     )
     settings = replace(settings, **overrides)
     validate(settings)

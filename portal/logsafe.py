@@ -7,7 +7,8 @@ import re
 
 _PATTERNS = [
     (re.compile(r"/c/[A-Za-z0-9_\-.]{20,}"), "/c/<link>"),
-    (re.compile(r"([?&](?:code|state|token|access_token|refresh_token|code_verifier|client_secret|fb_exchange_token|password)=)[^&\s\"']+"), r"\1<redacted>"),
+    (re.compile(r"([?&](?:code|state|token|access_token|refresh_token|code_verifier|client_secret"
+                r"|fb_exchange_token|password)=)[^&\s\"']+"), r"\1<redacted>"),
 ]
 
 

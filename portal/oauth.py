@@ -19,6 +19,7 @@ from authlib.integrations.requests_client import OAuth2Session
 
 from portal.errors import PlatformError
 from portal.providers import ProviderSpec
+from portal.security.urls import GuardPolicy, SafeHTTPClient
 
 TIMEOUT = (5, 15)
 MAX_RESPONSE_BYTES = 1_000_000
@@ -102,8 +103,13 @@ def _retry_after(value: str | None) -> float | None:
 class OAuthClient:
     """Talks OAuth 2.0 to platforms described by ProviderSpecs."""
 
-    def __init__(self, timeout: float | tuple[float, float] = TIMEOUT) -> None:
+    def __init__(self, timeout: float | tuple[float, float] = TIMEOUT, url_policy: GuardPolicy | None = None) -> None:
         self.timeout = timeout
+        self.url_policy = url_policy or GuardPolicy()
+
+    def guarded(self) -> SafeHTTPClient:
+        """The SSRF-hardened client, for URLs an outsider chose (custom platforms, instances, PDS hosts)."""
+        return SafeHTTPClient(self.url_policy)
 
     def _session(self, spec: ProviderSpec, app: AppCredentials, **kwargs: Any) -> OAuth2Session:
         session = OAuth2Session(

@@ -17,6 +17,7 @@ from portal.db import make_engine, make_session_factory
 from portal.locks import LocalLocks, RedisLocks
 from portal.oauth import OAuthClient
 from portal.security.crypto import TokenCipher
+from portal.security.urls import GuardPolicy
 from portal.security.signing import LinkSigner
 from portal.services import Deps
 
@@ -35,11 +36,16 @@ class Runtime:
             self.redis.close()
 
 
+def url_policy(settings: Settings) -> GuardPolicy:
+    """How far user-supplied URLs may reach: public https only in production."""
+    return GuardPolicy(allow_private=settings.allow_private_urls, require_https=settings.production)
+
+
 def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5) if settings.redis_url \
         else None
     locks = RedisLocks(redis) if redis is not None else LocalLocks()
     deps = Deps(settings=settings, cipher=TokenCipher(settings.token_keys), signer=LinkSigner(settings.link_keys),
-                oauth=OAuthClient(), locks=locks)
+                oauth=OAuthClient(url_policy=url_policy(settings)), locks=locks)
     return Runtime(settings, engine, make_session_factory(engine), deps, redis)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.orm import Session
 
 from portal.runtime import Runtime
+from portal.security.framing import baseline_headers, content_security_policy
 from portal.services import Deps
 
 
@@ -43,3 +46,21 @@ def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def csp_nonce() -> str:
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce  # type: ignore[no-any-return]
+
+
+def init_security_headers(app: Flask, secure: bool, form_targets: str = "") -> None:
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
+    baseline = baseline_headers(secure)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", content_security_policy(csp_nonce(), form_targets))
+        for name, value in baseline.items():
+            response.headers.setdefault(name, value)
+        return response

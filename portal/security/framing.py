@@ -1,16 +1,10 @@
-"""Security headers. Frames are denied unless a route opts in (the widget, in a later issue)."""
+"""Security headers as data: the content security policy, with frames denied unless a page opts in.
+
+Only widget pages (a later issue) will pass the agency's exact embed origins as ``frame_ancestors``;
+every other page is framed by nobody.
+"""
 
 from __future__ import annotations
-
-import secrets
-
-from flask import Flask, Response, g
-
-
-def csp_nonce() -> str:
-    if "csp_nonce" not in g:
-        g.csp_nonce = secrets.token_urlsafe(16)
-    return g.csp_nonce  # type: ignore[no-any-return]
 
 
 def content_security_policy(nonce: str, form_targets: str = "", frame_ancestors: str = "'none'") -> str:
@@ -27,17 +21,13 @@ def content_security_policy(nonce: str, form_targets: str = "", frame_ancestors:
     ])
 
 
-def init_app(app: Flask, secure: bool, form_targets: str = "") -> None:
-    app.jinja_env.globals["csp_nonce"] = csp_nonce
-
-    @app.after_request
-    def _headers(response: Response) -> Response:
-        headers = response.headers
-        headers.setdefault("Content-Security-Policy", content_security_policy(csp_nonce(), form_targets))
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin-allow-popups")
-        if secure:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        return response
+def baseline_headers(secure: bool) -> dict[str, str]:
+    headers = {
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cross-Origin-Opener-Policy": "same-origin-allow-popups",
+    }
+    if secure:
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    return headers

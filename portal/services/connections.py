@@ -31,7 +31,7 @@ from portal.errors import (
     SelectionExpired,
     ValidationFailed,
 )
-from portal.models import AttemptStage, ConnectAttempt, ConnectLink, Connection, Health, new_id
+from portal.models import AttemptStage, ConnectAttempt, Connection, ConnectLink, Health, new_id
 from portal.oauth import AccountInfo, AppCredentials, TokenGrant
 from portal.providers import ProviderSpec
 from portal.providers.adapters import Authorized, SubAccount
@@ -160,7 +160,7 @@ def spec_and_app(db: Session, deps: Deps, agency_id: str, platform: str,
                  instance: str | None) -> tuple[ProviderSpec, AppCredentials]:
     """The platform's spec and app; for multi-instance platforms, bound to the attempt's server
     and using the portal's app registered there (so token and identity come from that server)."""
-    spec = platforms.spec_for(deps.settings, platform)
+    spec = platforms.spec_of(db, deps, agency_id, platform)
     if instance:
         from portal.services import instances
 
@@ -243,7 +243,7 @@ def select_accounts(db: Session, deps: Deps, link: ConnectLink, attempt_id: str,
         raise ValidationFailed("Choose at least one account to connect.")
     if not set(chosen_ids) <= set(candidates):
         raise ValidationFailed("That choice is not one of the accounts offered.")
-    spec = platforms.spec_for(deps.settings, attempt.platform)
+    spec = platforms.spec_of(db, deps, link.agency_id, attempt.platform)
     with failing_attempt(db, attempt):
         _guard_identity(db, link, spec, [(cid, candidates[cid].get("handle") or "") for cid in chosen_ids])
         grant, account, subs = _load_pending(deps, attempt)
@@ -322,7 +322,7 @@ def store_connection(db: Session, deps: Deps, attempt: ConnectAttempt, link: Con
                      grant: TokenGrant, sub: SubAccount | None, parent_id: str | None, actor: Actor) -> Connection:
     """Insert or update the connection for (workspace, platform, account): one row per account."""
     key = (link.workspace_id, attempt.platform, account.external_id)
-    spec = platforms.spec_for(deps.settings, attempt.platform)
+    spec = platforms.spec_of(db, deps, link.agency_id, attempt.platform)
     connection = _find(db, *key)
     created = connection is None
     if connection is None:

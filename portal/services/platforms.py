@@ -45,10 +45,30 @@ def catalog(settings: Settings) -> dict[str, ProviderSpec]:
 
 
 def spec_for(settings: Settings, name: str) -> ProviderSpec:
+    """A built-in platform's spec (custom platforms need the agency: see ``spec_of``)."""
     spec = catalog(settings).get(name)
     if spec is None:
         raise PlatformNotAllowed()
     return spec
+
+
+def spec_of(db: Session, deps: Deps, agency_id: str, name: str) -> ProviderSpec:
+    """Any platform's spec as this agency sees it, its own custom platforms included."""
+    from portal.services import custom_platforms
+
+    if custom_platforms.is_custom(name):
+        return custom_platforms.to_spec(custom_platforms.get(db, agency_id, name))
+    return spec_for(deps.settings, name)
+
+
+def labels(db: Session, deps: Deps, agency_id: str) -> dict[str, str]:
+    """Display names of every platform the agency may see connections of."""
+    from portal.services import custom_platforms
+
+    names = {name: spec.label for name, spec in catalog(deps.settings).items()}
+    names.update({custom_platforms.PREFIX + row.slug: row.display_name
+                  for row in custom_platforms.list_for(db, agency_id)})
+    return names
 
 
 def adapter_for(deps: Deps, spec: ProviderSpec) -> Adapter:
@@ -69,8 +89,11 @@ def _agency_apps(db: Session, agency_id: str) -> dict[str, ProviderApp]:
 
 def availability(db: Session, deps: Deps, agency_id: str) -> list[PlatformStatus]:
     """Each platform with where its app comes from, or why it is not offered."""
+    from portal.services import custom_platforms
+
     apps = _agency_apps(db, agency_id)
-    statuses = []
+    statuses = [PlatformStatus(custom_platforms.to_spec(row), "agency", "Your own platform.")
+                for row in custom_platforms.list_for(db, agency_id)]
     for spec in catalog(deps.settings).values():
         own = apps.get(spec.credential_group)
         if spec.auth_kind in NO_APP_NEEDED:
@@ -96,6 +119,10 @@ def app_for(db: Session, deps: Deps, agency_id: str, spec: ProviderSpec) -> AppC
     """The app this agency's flows use for a platform: its own, else the operator's."""
     if spec.auth_kind in NO_APP_NEEDED:
         return AppCredentials("", "")
+    from portal.services import custom_platforms
+
+    if custom_platforms.is_custom(spec.name):
+        return custom_platforms.app_of(deps, custom_platforms.get(db, agency_id, spec.name))
     own = _agency_apps(db, agency_id).get(spec.credential_group)
     if own is not None and own.invalid_since is None:
         secret = deps.cipher.decrypt(own.client_secret_enc, column_context("provider_apps", own.id, "client_secret"))

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from portal.errors import NotFound, PlatformError, RefreshBusy
 from portal.models import Connection, Health
+from portal.providers import ProviderSpec
 from portal.services import Deps, audit, platforms
 from portal.services.audit import WORKER, Actor
-from portal.providers import ProviderSpec
 from portal.services.connections import read_tokens, spec_and_app, token_context
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id
         if agency_id is not None:
             raise NotFound("No such connection.")
         return RefreshResult.GONE
-    spec = _spec(deps, connection)
+    spec, _ = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
     if not platforms.adapter_for(deps, spec).can_refresh(spec, connection.refresh_token_enc is not None):
         return RefreshResult.NOT_REFRESHABLE
     seen_version = connection.token_version
@@ -59,11 +59,6 @@ def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id
         if not owned:
             raise RefreshBusy()
         return _refresh_locked(db, deps, connection_id, seen_version, force, actor)
-
-
-def _spec(deps: Deps, connection: Connection) -> ProviderSpec:
-    spec = platforms.spec_for(deps.settings, connection.platform)
-    return spec.for_instance(connection.instance, deps.settings.sandbox_url) if connection.instance else spec
 
 
 def _load(db: Session, connection_id: str, agency_id: str | None) -> Connection | None:

@@ -71,7 +71,7 @@ def select(token: str, attempt_id: str) -> Response:
     session, d = db(), deps()
     resolved = links.resolve_link(session, d.signer, token, d.now())
     attempt = connections.selecting_attempt(session, d, resolved.link, attempt_id)
-    spec = platforms.spec_for(d.settings, attempt.platform)
+    spec = platforms.spec_of(session, d, resolved.link.agency_id, attempt.platform)
     return _page("connect/select.html", brand=branding_for(resolved.agency), token=token, attempt=attempt,
                  platform=spec)
 
@@ -100,7 +100,7 @@ def done(token: str, attempt_id: str) -> Response:
     agency = session.get(Agency, link.agency_id)
     assert agency is not None
     return _page("connect/done.html", brand=branding_for(agency), token=token, connected=connected,
-                 platform=platforms.catalog(d.settings).get(attempt.platform))
+                 platform_label=platforms.labels(session, d, agency.id).get(attempt.platform, attempt.platform))
 
 
 @bp.get("/brand/<agency_id>/logo")

@@ -162,3 +162,14 @@ def platform_endpoint(host: str, rest: str) -> Any:
 @bp.post("/consent")
 def platform_consent() -> Any:
     return sandbox_platforms.approve_consent()
+
+
+@bp.get("/.well-known/openid-configuration")
+def openid_configuration() -> Any:
+    """Discovery for the generic sandbox platform, so a custom OIDC platform can be tried against it."""
+    base = request.host_url.rstrip("/")
+    return jsonify(issuer=base, authorization_endpoint=f"{base}/sandbox/oauth/authorize",
+                   token_endpoint=f"{base}/sandbox/oauth/token", userinfo_endpoint=f"{base}/sandbox/api/me",
+                   revocation_endpoint=f"{base}/sandbox/oauth/revoke", response_types_supported=["code"],
+                   code_challenge_methods_supported=["S256"], scopes_supported=["profile", "publish"],
+                   token_endpoint_auth_methods_supported=["client_secret_basic", "client_secret_post"])

@@ -6,8 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FLASK_FREE = ("portal/services", "portal/security/crypto.py", "portal/security/signing.py",
-              "portal/security/passwords.py", "portal/providers", "portal/oauth.py", "portal/sandbox")
+FLASK_FREE = ("portal/services", "portal/security", "portal/providers", "portal/oauth.py", "portal/sandbox")
 
 
 def _imports(path: Path) -> set[str]:

@@ -30,6 +30,7 @@ from portal.security.urls import (
     SafeHTTPClient,
     UnsafeURL,
     _check_peer,
+    _CheckedHTTPConnection,
     is_public_address,
     normalize_host,
     normalize_public_url,
@@ -47,10 +48,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
-        pass
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep the test output quiet
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.server.hits.append((self.command, self.path, self.headers.get("Authorization")))
         route = getattr(self, "_" + self.path.strip("/").split("?")[0].replace("-", "_"), self._not_found)
         try:
@@ -87,6 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _redirect_same(self) -> None:
         self._send(302, b"", Location="/json", Content_Length="0")
+
+    def _see_other(self) -> None:
+        self._send(303, b"", Location="/json", Content_Length="0")
 
     def _redirect_loop(self) -> None:
         self._send(302, b"", Location="/redirect-loop", Content_Length="0")
@@ -150,7 +154,8 @@ def _url(server: _Server, path: str = "", host: str = "127.0.0.1") -> str:
 
 REFUSED_ADDRESSES = [
     "127.0.0.1", "127.255.0.9", "10.0.0.1", "172.16.5.4", "172.31.255.255", "192.168.1.1", "169.254.169.254",
-    "169.254.0.1", "100.64.0.1", "100.127.255.254", "224.0.0.1", "239.255.255.250", "240.0.0.1", "0.0.0.0",
+    "169.254.0.1", "100.64.0.1", "100.127.255.254", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+    "0.0.0.0",  # noqa: S104 - an address under test, never bound
     "255.255.255.255", "192.0.0.8", "192.0.2.1", "198.18.0.1", "::1", "::", "fe80::1", "febf::1", "fc00::1",
     "fd12:3456::1", "ff02::1", "fec0::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
     "::127.0.0.1", "::ffff:0:0", "2002:a00:1::", "2002:7f00:1::", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1",
@@ -282,6 +287,7 @@ def test_json_answer_is_fetched_when_private_addresses_are_allowed(servers: tupl
     assert response.url == _url(main, "/json?q=1")
     posted = SafeHTTPClient(LOCAL).post(_url(main, "/json"), data={"a": "b"})
     assert posted.json()["body"] == "a=b"
+    assert SafeHTTPClient(LOCAL).get(_url(main, "/json", host="localhost")).status == 200  # via the resolver
 
 
 def test_loopback_is_refused_before_any_request_reaches_the_server(servers: tuple[_Server, _Server]) -> None:
@@ -302,6 +308,12 @@ def test_a_name_resolving_to_loopback_is_refused_without_connecting() -> None:
         listener.settimeout(0.2)
         with pytest.raises(TimeoutError):
             listener.accept()  # not even a TCP handshake happened
+
+
+def test_guarded_connections_fail_closed_outside_the_client() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with pytest.raises(UnsafeURL, match="safe client"):
+            _CheckedHTTPConnection("127.0.0.1", listener.getsockname()[1]).connect()
 
 
 def test_the_connected_peer_is_checked_too() -> None:
@@ -326,6 +338,13 @@ def test_same_origin_redirect_is_followed_when_allowed(servers: tuple[_Server, _
     response = SafeHTTPClient(policy).get(_url(main, "/redirect-same"), headers={"Authorization": "Bearer t"})
     assert (response.status, response.json()["ok"], response.url) == (200, True, _url(main, "/json"))
     assert [(path, auth) for _, path, auth in main.hits] == [("/redirect-same", "Bearer t"), ("/json", "Bearer t")]
+
+
+def test_see_other_after_post_is_followed_as_a_get_without_the_body(servers: tuple[_Server, _Server]) -> None:
+    main, _ = servers
+    policy = GuardPolicy(allow_private=True, require_https=False, max_redirects=1)
+    response = SafeHTTPClient(policy).post(_url(main, "/see-other"), data={"client_secret": SECRET})
+    assert response.json() == {"ok": True, "method": "GET", "body": ""}
 
 
 def test_redirect_limit_is_kept(servers: tuple[_Server, _Server]) -> None:
@@ -373,6 +392,19 @@ def test_invalid_json_is_a_fetch_failure(servers: tuple[_Server, _Server]) -> No
     with pytest.raises(FetchFailed, match="not valid JSON") as caught:
         response.json()
     assert caught.value.status == 200
+
+
+def test_a_response_never_shows_its_body_or_headers_in_repr(servers: tuple[_Server, _Server]) -> None:
+    main, _ = servers
+    response = SafeHTTPClient(LOCAL).post(_url(main, "/json"), data={"access_token": SECRET})
+    assert SECRET in response.body.decode()
+    assert SECRET not in repr(response)
+
+
+@pytest.mark.parametrize("fields", [{"timeout": 0}, {"max_bytes": -1}, {"max_redirects": -1}])
+def test_nonsense_policies_are_refused(fields: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        GuardPolicy(**fields)  # type: ignore[arg-type]
 
 
 def test_an_error_status_carries_retry_after(servers: tuple[_Server, _Server]) -> None:
