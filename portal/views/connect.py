@@ -32,7 +32,8 @@ def link_page(token: str) -> Response:
     resolved = links.resolve_link(session, d.signer, token, d.now())
     links.note_opened(session, resolved.link)
     offered = platforms.offered(session, d, resolved.agency.id)
-    choices = [offered[name] for name in resolved.link.allowed_platforms if name in offered]
+    allowed = set(resolved.link.allowed_platforms)
+    choices = [spec for name, spec in offered.items() if name in allowed]  # catalog order
     connected = connections.list_connections(session, resolved.agency.id, resolved.link.workspace_id)
     session.commit()
     return _page("connect/link.html", brand=branding_for(resolved.agency), token=token, link=resolved.link,
