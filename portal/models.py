@@ -203,6 +203,10 @@ class Connection(Base):
     instance: Mapped[str | None] = mapped_column(String(255))
     # Non-secret platform facts (Discord channels, Google account path, Telegram chat type ...).
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Connections made from one authorization share its tokens (Pinterest boards, YouTube channels,
+    # LinkedIn pages): one grant, refreshed once for all of them under one lock. A sub-account with a
+    # token of its own (a Meta Page) has a grant of its own.
+    grant_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
     workspace: Mapped[Workspace] = relationship(lazy="joined")
 

@@ -180,11 +180,13 @@ class OAuthClient:
     def call_json(self, method: str, url: str, what: str, *, token: str | None = None,
                   params: dict[str, str] | None = None, data: dict[str, str] | None = None,
                   json_body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-                  auth: tuple[str, str] | None = None, classify: Classifier | None = None) -> dict[str, Any]:
+                  auth: tuple[str, str] | None = None, classify: Classifier | None = None,
+                  list_key: str | None = None) -> dict[str, Any]:
         """One platform API call with a JSON answer; failures become PlatformErrors of the shared classes.
 
         ``classify`` maps a platform's own error envelope (Meta's codes, Discord's codes ...);
-        without it the HTTP status decides."""
+        without it the HTTP status decides. ``list_key``: the endpoint answers a bare JSON array
+        (Discord's channel list), returned as ``{list_key: [...]}``."""
         all_headers = {"Accept": "application/json", **(headers or {})}
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
@@ -200,6 +202,8 @@ class OAuthClient:
             data_out = json.loads(body) if body else {}
         except ValueError:
             data_out = None
+        if list_key is not None and response.status_code < 400 and isinstance(data_out, list):
+            return {list_key: data_out}
         if response.status_code >= 400 or not isinstance(data_out, dict):
             if classify is not None and isinstance(data_out, dict):
                 raise classify(response.status_code, data_out, response.headers.get("Retry-After"), what)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from portal.errors import NotFound, PlatformError, RefreshBusy
 from portal.models import Connection, Health
-from portal.providers import ProviderSpec
+from portal.oauth import TokenGrant
 from portal.services import Deps, audit, platforms
 from portal.services.audit import WORKER, Actor
 from portal.services.connections import read_tokens, spec_and_app, token_context
@@ -53,8 +53,10 @@ def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id
     if not platforms.adapter_for(deps, spec).can_refresh(spec, connection.refresh_token_enc is not None):
         return RefreshResult.NOT_REFRESHABLE
     seen_version = connection.token_version
+    # One lock per grant: connections made from one authorization share its (rotating) refresh token.
+    lock_name = f"refresh:{connection.grant_id or connection_id}"
     db.commit()  # hold no transaction while waiting for the lock or the platform
-    with deps.locks.hold(f"refresh:{connection_id}", ttl=deps.settings.refresh_lock_seconds,
+    with deps.locks.hold(lock_name, ttl=deps.settings.refresh_lock_seconds,
                          wait=lock_wait) as owned:
         if not owned:
             raise RefreshBusy()
@@ -91,11 +93,8 @@ def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: i
     return _save(db, deps, connection, seen_version, grant, actor)
 
 
-def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, grant: object,
+def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, grant: TokenGrant,
           actor: Actor) -> RefreshResult:
-    from portal.oauth import TokenGrant
-
-    assert isinstance(grant, TokenGrant)
     cipher, now = deps.cipher, deps.now()
     values = {
         "access_token_enc": cipher.encrypt(grant.access_token, token_context(connection, "access")),
@@ -120,10 +119,33 @@ def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, gr
         # Deleted meanwhile (a disconnect wins) or, impossibly under the lock, saved by another.
         db.rollback()
         return RefreshResult.GONE
+    _share_with_siblings(db, deps, connection, grant, values)
     audit.record(db, connection.agency_id, actor, "connection.refreshed", "connection", connection.id,
                  platform=connection.platform, expires_at=grant.expires_at.isoformat() if grant.expires_at else None)
     db.commit()
     return RefreshResult.REFRESHED
+
+
+def _siblings(db: Session, connection: Connection) -> list[Connection]:
+    if connection.grant_id is None:
+        return []
+    return list(db.scalars(select(Connection).where(
+        Connection.grant_id == connection.grant_id, Connection.agency_id == connection.agency_id,
+        Connection.id != connection.id).execution_options(populate_existing=True)))
+
+
+def _share_with_siblings(db: Session, deps: Deps, connection: Connection, grant: TokenGrant,
+                         values: dict[str, object]) -> None:
+    """The same new tokens for every connection of the grant, each encrypted for its own row, in the
+    refresher's transaction: the old (rotated) refresh token is dead for all of them."""
+    for sibling in _siblings(db, connection):
+        access = deps.cipher.encrypt(grant.access_token, token_context(sibling, "access")) \
+            if grant.access_token else None
+        refresh = (deps.cipher.encrypt(grant.refresh_token, token_context(sibling, "refresh"))
+                   if grant.refresh_token else sibling.refresh_token_enc)
+        db.execute(update(Connection).where(Connection.id == sibling.id).values(
+            **{**values, "access_token_enc": access, "refresh_token_enc": refresh,
+               "token_version": Connection.token_version + 1}).execution_options(synchronize_session=False))
 
 
 def _record_failure(db: Session, deps: Deps, connection_id: str, seen_version: int, previous_health: str,
@@ -148,8 +170,10 @@ def _record_failure(db: Session, deps: Deps, connection_id: str, seen_version: i
             PlatformError.APP_MISCONFIGURED: "The platform rejected the app's credentials; check the app settings.",
         }.get(exc.kind, "The platform had a temporary problem; the refresh will be retried.")
     if connection.health == Health.ERROR:
-        audit.record(db, connection.agency_id, actor, "connection.health_changed", "connection", connection.id,
-                     health=connection.health, reason=exc.kind)
+        for row in [connection, *_siblings(db, connection)]:  # the shared grant is dead for all of them
+            row.health, row.health_reason, row.refresh_started_at = Health.ERROR, connection.health_reason, None
+            audit.record(db, row.agency_id, actor, "connection.health_changed", "connection", row.id,
+                         health=row.health, reason=exc.kind)
     db.commit()
     raise exc
 
