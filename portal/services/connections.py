@@ -308,7 +308,9 @@ def _connect(db: Session, deps: Deps, attempt: ConnectAttempt, link: ConnectLink
              picks: list[tuple[AccountInfo, TokenGrant, SubAccount | None, str | None]], actor: Actor) -> None:
     """Reserve the link's use and store every picked account, in one transaction."""
     links.reserve_use(db, link.id, deps.now())
-    stored = [store_connection(db, deps, attempt, link, account, grant, sub, parent, actor)
+    shared_grant = new_id()
+    stored = [store_connection(db, deps, attempt, link, account, grant, sub, parent, actor,
+                               grant_id=new_id() if sub is not None and sub.access_token else shared_grant)
               for account, grant, sub, parent in picks]
     attempt.stage = AttemptStage.CONNECTED
     attempt.connection_id = stored[0].id
@@ -319,7 +321,8 @@ def _connect(db: Session, deps: Deps, attempt: ConnectAttempt, link: ConnectLink
 
 
 def store_connection(db: Session, deps: Deps, attempt: ConnectAttempt, link: ConnectLink, account: AccountInfo,
-                     grant: TokenGrant, sub: SubAccount | None, parent_id: str | None, actor: Actor) -> Connection:
+                     grant: TokenGrant, sub: SubAccount | None, parent_id: str | None, actor: Actor,
+                     grant_id: str | None = None) -> Connection:
     """Insert or update the connection for (workspace, platform, account): one row per account."""
     key = (link.workspace_id, attempt.platform, account.external_id)
     spec = platforms.spec_of(db, deps, link.agency_id, attempt.platform)
@@ -341,6 +344,7 @@ def store_connection(db: Session, deps: Deps, attempt: ConnectAttempt, link: Con
     connection.parent_external_id = parent_id
     connection.instance = attempt.instance
     connection.extra = sub.extra if sub and sub.extra else connection.extra
+    connection.grant_id = grant_id or new_id()
     _apply_grant(deps, connection, grant, account)
     connection.connected_via_link_id = link.id
     db.flush()
@@ -368,8 +372,10 @@ def _apply_grant(deps: Deps, connection: Connection, grant: TokenGrant, account:
 
 
 def write_tokens(deps: Deps, connection: Connection, grant: TokenGrant) -> None:
-    """Encrypt a grant's tokens into the row (bound to it) and bump the token version."""
-    connection.access_token_enc = deps.cipher.encrypt(grant.access_token, token_context(connection, "access"))
+    """Encrypt a grant's tokens into the row (bound to it) and bump the token version. An empty
+    access token (Telegram: the bot token is the app's, a chat has none) leaves the column empty."""
+    connection.access_token_enc = (deps.cipher.encrypt(grant.access_token, token_context(connection, "access"))
+                                   if grant.access_token else None)
     connection.refresh_token_enc = (deps.cipher.encrypt(grant.refresh_token, token_context(connection, "refresh"))
                                     if grant.refresh_token else None)
     connection.token_expires_at = grant.expires_at
