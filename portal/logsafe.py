@@ -9,6 +9,8 @@ _PATTERNS = [
     (re.compile(r"/c/[A-Za-z0-9_\-.]{20,}"), "/c/<link>"),
     (re.compile(r"([?&](?:code|state|token|access_token|refresh_token|code_verifier|client_secret"
                 r"|fb_exchange_token|password)=)[^&\s\"']+"), r"\1<redacted>"),
+    # Telegram's Bot API puts the bot token in the path: /bot<token>/<method>, /file/bot<token>/...
+    (re.compile(r"/bot[^/\s?\"']{8,}/"), "/bot<redacted>/"),
 ]
 
 
@@ -27,7 +29,8 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install(logger_names: tuple[str, ...] = ("werkzeug", "gunicorn.access", "gunicorn.error")) -> None:
+def install(logger_names: tuple[str, ...] = ("werkzeug", "gunicorn.access", "gunicorn.error",
+                                            "urllib3.connectionpool")) -> None:
     for name in logger_names:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
