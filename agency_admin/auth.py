@@ -28,6 +28,7 @@ class AdminUser(UserMixin):
 @login_manager.user_loader
 def load_user(session_id: str) -> AdminUser | None:
     member = agencies.member_for_session(db(), session_id, deps().now())
+    db().commit()  # end the read: a view may call out (e.g. OIDC discovery) before it writes
     return AdminUser(member, session_id) if member else None
 
 

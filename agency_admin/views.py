@@ -40,6 +40,13 @@ def _require_login() -> Any:
     return None
 
 
+@bp.after_request
+def _no_store(response: Any) -> Any:
+    # Admin pages show live link URLs and account details: keep them out of shared caches and history.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.get("/")
 @login_required
 def dashboard() -> Any:
@@ -150,9 +157,13 @@ def revoke_link(link_id: str) -> Any:
 @login_required
 def connection(connection_id: str) -> Any:
     conn = connections.get_connection(db(), _agency_id(), connection_id)
+    reconnect_id = request.args.get("reconnect")
+    reconnect = links.get_link(db(), _agency_id(), reconnect_id) if reconnect_id else None
     return render_template("agency_admin/connection.html", connection=conn,
+                           reconnect_url=links.link_url(deps(), reconnect) if reconnect else None,
                            health=tokens.health_view(conn, deps().now()),
-                           platform_label=platforms.labels(db(), deps(), _agency_id()).get(conn.platform, conn.platform))
+                           platform_label=platforms.labels(db(), deps(), _agency_id()).get(conn.platform,
+                                                                                            conn.platform))
 
 
 @bp.post("/connections/<connection_id>/refresh")
@@ -178,8 +189,8 @@ def refresh_connection(connection_id: str) -> Any:
 def reconnect_link(connection_id: str) -> Any:
     link = links.create_reconnect_link(db(), deps(), _agency_id(), connection_id, _actor())
     db().commit()
-    flash(f"Reconnect link (single use, 7 days, only this account): {links.link_url(deps(), link)}", "success")
-    return redirect(url_for("agency_admin.connection", connection_id=connection_id))
+    # The URL is shown from the database, not carried in the (signed, readable) session cookie.
+    return redirect(url_for("agency_admin.connection", connection_id=connection_id, reconnect=link.id))
 
 
 @bp.post("/connections/<connection_id>/disconnect")
@@ -261,7 +272,8 @@ def remove_platform_app(group: str) -> Any:
 def custom_platforms_page() -> Any:
     return render_template("agency_admin/custom_platforms.html",
                            rows=custom_platforms.list_for(db(), _agency_id()), defaults=custom_platforms.DEFAULT_FIELDS,
-                           redirect_uri=lambda slug: platforms.redirect_uri(deps().settings, custom_platforms.PREFIX + slug))
+                           redirect_uri=lambda slug: platforms.redirect_uri(deps().settings,
+                                                                            custom_platforms.PREFIX + slug))
 
 
 @bp.post("/custom-platforms")

@@ -11,19 +11,20 @@ from flask import Flask, Response, render_template, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal import logsafe, web
 from portal.config import Settings, load_settings
-from portal.errors import PortalError
+from portal.errors import PortalError, ServiceUnavailable
 from portal.providers import load_catalog
 from portal.runtime import build_runtime
+from portal.security.crypto import DecryptionError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -55,7 +56,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     web.init_app(app)
     web.init_security_headers(app, settings.secure_cookies, _sandbox_origin(settings))
     csrf.init_app(app)
-    limiter.init_app(app)
     _register_blueprints(app, settings)
     _register_error_handlers(app)
     from portal.cli import register_commands
@@ -81,8 +81,12 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(home.bp)
     app.register_blueprint(connect.bp)
     app.register_blueprint(admin_bp)
-    limiter.limit(settings.login_rate_limit, methods=["POST"])(app.view_functions["agency_admin.login"])
-    limiter.limit(settings.login_rate_limit, methods=["POST"])(app.view_functions["agency_admin.signup"])
+    # One limiter per app: limits registered on a shared one would leak between apps (tests, workers).
+    limiter = Limiter(key_func=get_remote_address, default_limits=[], app=app)
+    for endpoint in ("agency_admin.login", "agency_admin.signup"):
+        # Flask-Limiter enforces a decorated limit inside the wrapper, so the wrapper must replace the view.
+        app.view_functions[endpoint] = limiter.limit(settings.login_rate_limit, methods=["POST"])(
+            app.view_functions[endpoint])
     if settings.sandbox_enabled:
         from portal.sandbox import SandboxServer
         from portal.views import sandbox
@@ -104,6 +108,28 @@ def _register_error_handlers(app: Flask) -> None:
             return connect.render_error(exc)
         return _error_page(exc.status, exc.public_message)
 
+    @app.before_request
+    def _refuse_control_characters() -> Any:
+        values = [request.path, *request.args.values(), *(request.form.values() if request.form else [])]
+        if any("\x00" in value for value in values):
+            return _error_page(400, "The request contained characters that are not allowed.")
+        return None
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def _database_down(exc: Exception) -> Any:
+        log.error("database unavailable on %s %s: %s", request.method, logsafe.redact(request.path),
+                  exc.__class__.__name__)
+        if request.blueprint == "connect":
+            return connect.render_error(ServiceUnavailable())
+        return _error_page(503, ServiceUnavailable.public_message)
+
+    @app.errorhandler(DecryptionError)
+    def _undecryptable(exc: DecryptionError) -> Any:
+        log.error("a stored secret could not be decrypted on %s %s (key removed before rotation?)",
+                  request.method, logsafe.redact(request.path))
+        return _error_page(500, "A stored credential could not be read. The operator has been told.")
+
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Any:
         return _error_page(400, "This form has expired or was not sent from this site. Go back, reload and try again.")
@@ -116,7 +142,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, logsafe.redact(request.path))
         return _error_page(500, "Something went wrong on our side. Please try again in a moment.")
 
 

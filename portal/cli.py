@@ -20,10 +20,9 @@ from sqlalchemy import select
 from portal import migrate
 from portal.config import ConfigError, load_settings, new_token_key
 from portal.db import session_scope
-from portal.models import Agency, Connection, ConnectLink, Member, Workspace
+from portal.models import Agency, ConnectLink, Member, Workspace
 from portal.runtime import Runtime
-from portal.security.crypto import column_context
-from portal.services import agencies, links, platforms
+from portal.services import agencies, keys, links, platforms
 from portal.services.audit import SYSTEM
 
 DEMO_EMAIL = "demo@agency.example"
@@ -87,17 +86,8 @@ def create_link(workspace_id: str, platform_names: tuple[str, ...], hours: int, 
 def rotate_token_keys() -> None:
     """Re-encrypt every stored token and secret under the newest PORTAL_TOKEN_KEYS key."""
     rt = _current_runtime()
-    cipher, rotated = rt.deps.cipher, 0
-    with session_scope(rt.session_factory) as db:
-        for connection in db.scalars(select(Connection).execution_options(yield_per=500)):
-            for column in ("access_token_enc", "refresh_token_enc"):
-                value = getattr(connection, column)
-                if value and cipher.needs_rotation(value):
-                    which = column.removesuffix("_token_enc")
-                    context = column_context("connections", connection.id, f"{which}_token")
-                    setattr(connection, column, cipher.rotate(value, context))
-                    rotated += 1
-    click.echo(f"re-encrypted {rotated} values under key {cipher.current_kid}")
+    rotated = keys.rotate_all(rt.session_factory, rt.deps.cipher)
+    click.echo(f"re-encrypted {rotated} values under key {rt.deps.cipher.current_kid}")
 
 
 @click.command("new-token-key")

@@ -222,7 +222,15 @@ def validate(settings: Settings) -> None:
         problems.append("PORTAL_SANDBOX_CLIENT_SECRET")
     if problems:
         raise ConfigError("missing settings: " + ", ".join(problems))
-    if settings.production and (settings.allow_private_urls or settings.sandbox_platforms):
-        raise ConfigError("PORTAL_ALLOW_PRIVATE_URLS and PORTAL_SANDBOX_PLATFORMS are not allowed in production")
+    if settings.production:
+        unsafe = [name for name, on in (("PORTAL_ALLOW_PRIVATE_URLS", settings.allow_private_urls),
+                                        ("PORTAL_SANDBOX_PLATFORMS", settings.sandbox_platforms),
+                                        ("PORTAL_SANDBOX", settings.sandbox_enabled)) if on]
+        if unsafe:
+            raise ConfigError("not allowed in production: " + ", ".join(unsafe))
+        if not settings.base_url.startswith("https://"):
+            raise ConfigError("PORTAL_BASE_URL must be https in production (secure cookies, HSTS)")
+        if not settings.redis_url:
+            raise ConfigError("REDIS_URL is required in production: refresh locks must span every process")
     if set(settings.link_keys) & set(settings.secret_keys):
         raise ConfigError("PORTAL_LINK_KEYS must differ from PORTAL_SECRET_KEYS")

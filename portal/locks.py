@@ -18,6 +18,13 @@ from redis.exceptions import RedisError
 
 from portal.errors import ServiceUnavailable
 
+_EXTEND = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -35,6 +42,7 @@ class RedisLocks:
         self.redis = redis
         self.prefix = prefix
         self._release = redis.register_script(_RELEASE)
+        self._extend = redis.register_script(_EXTEND)
 
     @contextmanager
     def hold(self, name: str, ttl: float, wait: float = 0.0) -> Iterator[bool]:
@@ -49,14 +57,28 @@ class RedisLocks:
         except RedisError as exc:
             # Never refresh unlocked: without Redis a rotating token could be spent twice.
             raise ServiceUnavailable("the lock service is unavailable") from exc
+        stop = threading.Event()
+        if acquired:
+            # Keep the lock while its holder works (a slow platform must not let a second refresher in),
+            # but only while this process lives: a killed holder's lock still expires after ttl.
+            threading.Thread(target=self._keep, args=(key, owner, ttl, stop), daemon=True).start()
         try:
             yield acquired
         finally:
+            stop.set()
             if acquired:
                 try:
                     self._release(keys=[key], args=[owner])
                 except RedisError:
                     pass  # the lock expires by itself after ttl
+
+    def _keep(self, key: str, owner: str, ttl: float, stop: threading.Event) -> None:
+        while not stop.wait(ttl / 3):
+            try:
+                if not self._extend(keys=[key], args=[owner, int(ttl * 1000)]):
+                    return  # no longer ours
+            except RedisError:
+                return
 
 
 class LocalLocks:

@@ -43,7 +43,8 @@ class Health(enum.StrEnum):
 class AttemptStage(enum.StrEnum):
     STARTED = "started"
     AUTHORIZED = "authorized"
-    SELECTING = "selecting"  # the client picks sub-accounts (pages, channels, boards ...)
+    SELECTING = "selecting"  # the client picks sub-accounts (pages, channels, boards ...) or confirms
+    STORING = "storing"  # a choice was claimed; the connections are being written
     CONNECTED = "connected"
     FAILED = "failed"
 
@@ -159,6 +160,9 @@ class ConnectAttempt(Base):
     candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     selection_expires_at: Mapped[datetime | None] = mapped_column()
     connection_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    # Hash of a cookie set in the browser that started the attempt: the callback in another browser
+    # (an attacker's authorize URL opened by a victim) must be confirmed by hand before anything is stored.
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
     # Telegram: hash of the one-time /connect code the client posts in the chat.
     connect_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
 

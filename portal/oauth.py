@@ -194,13 +194,14 @@ class OAuthClient:
             response = requests.request(method, url, params=params, data=data, json=json_body, headers=all_headers,
                                         auth=auth, timeout=self.timeout, stream=True, allow_redirects=False)
             body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
-        except requests.RequestException as exc:
-            raise PlatformError(PlatformError.TEMPORARY, f"the platform could not be reached ({what})") from exc
+        except requests.RequestException:
+            # `from None`: a requests error quotes the URL, which may carry a secret in its query or path.
+            raise PlatformError(PlatformError.TEMPORARY, f"the platform could not be reached ({what})") from None
         if len(body) > MAX_RESPONSE_BYTES:
             raise PlatformError(PlatformError.TEMPORARY, f"the platform's answer was too large ({what})")
         try:
             data_out = json.loads(body) if body else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             data_out = None
         if list_key is not None and response.status_code < 400 and isinstance(data_out, list):
             return {list_key: data_out}
@@ -225,8 +226,8 @@ class OAuthClient:
             status = response.status_code if response is not None else 502
             retry = response.headers.get("Retry-After") if response is not None else None
             raise classify_http(status, retry, what) from None
-        except (requests.RequestException, ValueError) as exc:
-            raise PlatformError(PlatformError.TEMPORARY, f"the platform could not complete the {what}") from exc
+        except (requests.RequestException, ValueError, RecursionError):
+            raise PlatformError(PlatformError.TEMPORARY, f"the platform could not complete the {what}") from None
         if hasattr(result, "status_code") and result.status_code >= 400:
             raise classify_http(result.status_code, result.headers.get("Retry-After"), what)
         return result

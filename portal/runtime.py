@@ -17,8 +17,8 @@ from portal.db import make_engine, make_session_factory
 from portal.locks import LocalLocks, RedisLocks
 from portal.oauth import OAuthClient
 from portal.security.crypto import TokenCipher
-from portal.security.urls import GuardPolicy
 from portal.security.signing import LinkSigner
+from portal.security.urls import GuardPolicy
 from portal.services import Deps
 
 

@@ -36,7 +36,7 @@ from portal.oauth import AccountInfo, AppCredentials, TokenGrant
 from portal.providers import ProviderSpec
 from portal.providers.adapters import Authorized, SubAccount
 from portal.security.crypto import column_context
-from portal.security.signing import hash_secret, random_id
+from portal.security.signing import constant_time_equals, hash_secret, random_id
 from portal.services import Deps, audit, links, platforms
 from portal.services.audit import Actor
 
@@ -73,14 +73,16 @@ def offered_spec(db: Session, deps: Deps, link: ConnectLink, platform: str) -> P
 
 
 def begin_attempt(db: Session, deps: Deps, resolved: links.ResolvedLink, platform: str,
-                  reconsent: bool = False) -> StartedAttempt:
-    """Start one OAuth authorization for a link: server-side state and PKCE verifier."""
+                  reconsent: bool = False, browser_secret: str | None = None) -> StartedAttempt:
+    """Start one OAuth authorization for a link: server-side state and PKCE verifier, bound to the
+    starting browser by ``browser_secret`` (a cookie the edge sets; only its hash is stored)."""
     link = resolved.link
     spec = offered_spec(db, deps, link, platform)
     if spec.auth_kind != "oauth2":
         raise links.PlatformNotAllowed()
     app = platforms.app_for(db, deps, link.agency_id, spec)
     attempt, state = create_attempt(db, deps, link, platform)
+    attempt.browser_hash = hash_secret(browser_secret) if browser_secret else None
     verifier = random_id(64) if spec.pkce else None
     if verifier:
         attempt.verifier_enc = deps.cipher.encrypt(verifier, _attempt_context(attempt, "verifier"))
@@ -107,16 +109,18 @@ def claim_callback(db: Session, deps: Deps, platform: str, state: str | None) ->
     if attempt.expires_at <= deps.now():
         raise AttemptInvalid("This sign-in took too long and has expired. Please start again from your link.")
     claimed = db.execute(update(ConnectAttempt)
-                         .where(ConnectAttempt.id == attempt.id, ConnectAttempt.callback_at.is_(None))
+                         .where(ConnectAttempt.id == attempt.id, ConnectAttempt.callback_at.is_(None),
+                                ConnectAttempt.stage == AttemptStage.STARTED)
                          .values(callback_at=deps.now()).execution_options(synchronize_session=False))
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         raise AttemptInvalid()
+    db.commit()  # the claim stands whatever happens next: a state is used once, failures included
     db.refresh(attempt)
     return attempt
 
 
 def complete_callback(db: Session, deps: Deps, platform: str, state: str | None, code: str | None,
-                      error: str | None, ip: str | None) -> ConnectAttempt:
+                      error: str | None, ip: str | None, browser_secret: str | None = None) -> ConnectAttempt:
     """Handle the platform's redirect back. Commits, because platform HTTP calls sit in the middle
     and no transaction may be held across them: once to claim the attempt, once to finish it."""
     attempt = claim_callback(db, deps, platform, state)
@@ -130,12 +134,22 @@ def complete_callback(db: Session, deps: Deps, platform: str, state: str | None,
         verifier = (deps.cipher.decrypt(attempt.verifier_enc, _attempt_context(attempt, "verifier"))
                     if attempt.verifier_enc else None)
         spec, app = spec_and_app(db, deps, link.agency_id, platform, attempt.instance)
+        if spec.pkce and not verifier:
+            raise AttemptInvalid()  # never exchange without the verifier the attempt was started with
+        same_browser = same_browser_as(attempt, browser_secret)
         db.commit()
         authorized = authorize_with_platform(
             lambda: platforms.adapter_for(deps, spec).authorize(
                 spec, app, platforms.redirect_uri(deps.settings, platform), code, verifier, deps.now()), platform)
-        finish_authorization(db, deps, attempt, link, spec, authorized, Actor("client", link.id, ip))
+        finish_authorization(db, deps, attempt, link, spec, authorized, Actor("client", link.id, ip),
+                             confirm=not same_browser)
     return attempt
+
+
+def same_browser_as(attempt: ConnectAttempt, browser_secret: str | None) -> bool:
+    """Whether the callback arrives in the browser that started the attempt (its cookie matches)."""
+    return bool(attempt.browser_hash and browser_secret) and constant_time_equals(
+        attempt.browser_hash or "", hash_secret(browser_secret or ""))
 
 
 class failing_attempt:  # noqa: N801 - used as a statement: `with failing_attempt(db, attempt):`
@@ -150,7 +164,8 @@ class failing_attempt:  # noqa: N801 - used as a statement: `with failing_attemp
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
         if isinstance(exc, PortalError):
             self.db.rollback()
-            self.db.execute(update(ConnectAttempt).where(ConnectAttempt.id == self.attempt_id).values(
+            self.db.execute(update(ConnectAttempt).where(
+                ConnectAttempt.id == self.attempt_id, ConnectAttempt.stage != AttemptStage.CONNECTED).values(
                 stage=AttemptStage.FAILED, error_code=exc.code[:40], verifier_enc=None, pending_enc=None))
             self.db.commit()
         return False
@@ -178,28 +193,33 @@ def authorize_with_platform(operation: Callable[[], Authorized], platform: str) 
 
 
 def finish_authorization(db: Session, deps: Deps, attempt: ConnectAttempt, link: ConnectLink, spec: ProviderSpec,
-                         authorized: Authorized, actor: Actor) -> None:
+                         authorized: Authorized, actor: Actor, confirm: bool = False) -> None:
     """After any platform's authorization: check scopes, then either ask the client to pick
-    sub-accounts or store the account. Commits."""
+    sub-accounts (or, with ``confirm``, to confirm the account by hand) or store it. Commits."""
     missing = [scope for scope in spec.required_scopes if scope not in authorized.scopes]
     if missing:
         raise ScopesMissing(missing, spec.label)
-    if authorized.sub_accounts is not None:
-        _start_selection(db, deps, attempt, link, spec, authorized)
+    if authorized.sub_accounts is not None or confirm:
+        _start_selection(db, deps, attempt, link, spec, authorized, confirm)
         return
     _guard_identity(db, link, spec, [(authorized.account.external_id, authorized.account.handle)])
     _connect(db, deps, attempt, link, [(authorized.account, authorized.grant, None, None)], actor)
 
 
 def _start_selection(db: Session, deps: Deps, attempt: ConnectAttempt, link: ConnectLink, spec: ProviderSpec,
-                     authorized: Authorized) -> None:
-    subs = authorized.sub_accounts or []
+                     authorized: Authorized, confirm: bool = False) -> None:
+    subs = authorized.sub_accounts
+    if subs is None:  # a confirmation: the signed-in account is the only candidate
+        account = authorized.account
+        subs = [SubAccount(account.external_id, account.display_name, spec.account_kind, account.handle,
+                           account.avatar_url, extra={"self": True})]
+        authorized = Authorized(authorized.grant, account, authorized.scopes, subs)
     if not subs:
         raise NoSubAccounts(f"We could not find any {spec.account_kind} you manage on {spec.label}. Check that your "
                             "account has the right role there, then try again.")
     expected = _expected(link)
     attempt.candidates = [{"id": s.external_id, "name": s.display_name, "handle": s.handle, "avatar": s.avatar_url,
-                           "kind": s.kind, "detail": s.detail,
+                           "kind": s.kind, "detail": s.detail, "confirm": confirm,
                            "allowed": not expected or _matches(expected, s.external_id, s.handle)} for s in subs]
     attempt.pending_enc = deps.cipher.encrypt(_pending_json(authorized), _attempt_context(attempt, "pending"))
     attempt.stage = AttemptStage.SELECTING
@@ -244,11 +264,17 @@ def select_accounts(db: Session, deps: Deps, link: ConnectLink, attempt_id: str,
     if not set(chosen_ids) <= set(candidates):
         raise ValidationFailed("That choice is not one of the accounts offered.")
     spec = platforms.spec_of(db, deps, link.agency_id, attempt.platform)
+    claimed = db.execute(update(ConnectAttempt).where(ConnectAttempt.id == attempt.id,
+                                                      ConnectAttempt.stage == AttemptStage.SELECTING)
+                         .values(stage=AttemptStage.STORING).execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent submit of the same choice won
+        raise AttemptInvalid("This choice was already made. Please start again from your link.")
     with failing_attempt(db, attempt):
         _guard_identity(db, link, spec, [(cid, candidates[cid].get("handle") or "") for cid in chosen_ids])
         grant, account, subs = _load_pending(deps, attempt)
-        picks = [(_sub_account_info(subs[cid]), _sub_grant(subs[cid], grant), subs[cid], account.external_id)
-                 for cid in chosen_ids]
+        picks = [(_sub_account_info(subs[cid]), _sub_grant(subs[cid], grant),
+                  None if subs[cid].extra.get("self") else subs[cid],
+                  None if subs[cid].extra.get("self") else account.external_id) for cid in chosen_ids]
         _connect(db, deps, attempt, link, picks, Actor("client", link.id, ip))
     return attempt
 
@@ -443,8 +469,8 @@ def disconnect(db: Session, deps: Deps, agency_id: str, connection_id: str, acto
 
 def _revocation(db: Session, deps: Deps, connection: Connection) -> Callable[[], None]:
     access, refresh = read_tokens(deps, connection)
-    if access is None and refresh is None:
-        return lambda: None
+    if access is None and refresh is None or _grant_still_used(db, connection):
+        return lambda: None  # revoking would cut off the other connections of the same grant
     platform, connection_id = connection.platform, connection.id
     try:
         spec, app = spec_and_app(db, deps, connection.agency_id, platform, connection.instance)
@@ -458,6 +484,14 @@ def _revocation(db: Session, deps: Deps, connection: Connection) -> Callable[[],
             log.warning("revoking connection %s at %s failed: %s", connection_id, platform, exc.code)
 
     return revoke
+
+
+def _grant_still_used(db: Session, connection: Connection) -> bool:
+    if connection.grant_id is None:
+        return False
+    return db.scalar(select(Connection.id).where(Connection.grant_id == connection.grant_id,
+                                                 Connection.agency_id == connection.agency_id,
+                                                 Connection.id != connection.id).limit(1)) is not None
 
 
 def attempt_for(db: Session, link_id: str, attempt_id: str) -> ConnectAttempt:

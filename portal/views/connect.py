@@ -8,6 +8,7 @@ plays that role here.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request
@@ -19,6 +20,7 @@ from portal.services.agencies import Branding, branding_for
 from portal.web import client_ip, db, deps, no_store
 
 bp = Blueprint("connect", __name__)
+BROWSER_COOKIE = "easyconnect_flow"
 RECONSENT_CODES = ("scopes_missing",)
 
 
@@ -47,9 +49,20 @@ def start(token: str, platform: str) -> Response:
     spec = connections.offered_spec(session, d, resolved.link, platform)
     if spec.auth_kind != "oauth2":  # credential, instance and bot flows have their own first page
         return no_store(redirect(f"/c/{token}/{spec.auth_kind.replace('_', '-')}/{platform}", 303))
-    started = connections.begin_attempt(session, d, resolved, platform, reconsent=request.form.get("reconsent") == "1")
+    secret = browser_secret() or secrets.token_urlsafe(32)
+    started = connections.begin_attempt(session, d, resolved, platform, reconsent=request.form.get("reconsent") == "1",
+                                        browser_secret=secret)
     session.commit()
-    return no_store(redirect(started.authorize_url, 303))
+    response = no_store(redirect(started.authorize_url, 303))
+    response.set_cookie(BROWSER_COOKIE, secret, max_age=3600, httponly=True, samesite="Lax",
+                        secure=d.settings.secure_cookies)
+    return response
+
+
+def browser_secret() -> str | None:
+    """The cookie that ties a callback to the browser that pressed Connect (see connections.same_browser_as)."""
+    value = request.cookies.get(BROWSER_COOKIE)
+    return value if value and len(value) <= 100 else None
 
 
 @bp.get("/oauth/callback/<platform>")
@@ -57,7 +70,7 @@ def callback(platform: str) -> Response:
     session, d = db(), deps()
     args = request.args
     attempt = connections.complete_callback(session, d, platform, args.get("state"), args.get("code"),
-                                            args.get("error"), client_ip())
+                                            args.get("error"), client_ip(), browser_secret())
     link = links.get_link(session, attempt.agency_id, attempt.link_id)
     return no_store(redirect(after_attempt_url(link, attempt), 303))
 
@@ -122,6 +135,9 @@ def render_error(exc: PortalError) -> Response:
     token = request.view_args.get("token") if request.view_args else None
     retry_url = f"/c/{token}" if token and exc.status != 410 and exc.code != "link_invalid" else None
     platform = request.view_args.get("platform") if request.view_args else None
+    if exc.code == "unavailable":  # the database is down: no branding lookup, just a way to retry
+        return _page("connect/error.html", status=503, brand=None, error=exc, retry_url=retry_url or request.path,
+                     reconsent_url=None)
     if token:
         token_id = deps().signer.unsign(token)
         link = links.find_by_token_id(db(), token_id) if token_id else None
@@ -137,9 +153,10 @@ def render_error(exc: PortalError) -> Response:
 
 
 def _callback_context() -> tuple[Branding | None, str | None]:
-    """For a failed callback with a genuine state: the link's branding and a way to try again."""
+    """For a failed callback: the link's branding and a way to try again, but only in the browser that
+    started the attempt (a `state` seen by a platform or its logs must not reveal the link)."""
     attempt = connections.attempt_by_state(db(), request.args.get("state"))
-    if attempt is None:
+    if attempt is None or not connections.same_browser_as(attempt, browser_secret()):
         return None, None
     link = links.find_by_id(db(), attempt.link_id)
     agency = db().get(Agency, attempt.agency_id)

@@ -21,7 +21,8 @@ def test_production_refuses_to_start_without_keys_and_names_them(tmp_path):
 def test_production_starts_with_every_key(tmp_path):
     settings = load_settings({"PORTAL_MODE": "production", "PORTAL_SECRET_KEYS": "s1", "PORTAL_LINK_KEYS": "l1",
                               "PORTAL_TOKEN_KEYS": new_token_key(), "DATABASE_URL": "sqlite:///x.db",
-                              "PORTAL_BASE_URL": "https://connect.example"}, instance_path=tmp_path)
+                              "PORTAL_BASE_URL": "https://connect.example", "REDIS_URL": "redis://127.0.0.1:6379/0"},
+                             instance_path=tmp_path)
     assert settings.production and not settings.sandbox_enabled and settings.secure_cookies
 
 
@@ -58,3 +59,16 @@ def test_repeated_key_id_is_refused():
 def test_unknown_mode_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="PORTAL_MODE"):
         load_settings({"PORTAL_MODE": "yolo"}, instance_path=tmp_path)
+
+
+def test_production_refuses_unsafe_combinations(tmp_path):
+    base = {"PORTAL_MODE": "production", "PORTAL_SECRET_KEYS": "s1", "PORTAL_LINK_KEYS": "l1",
+            "PORTAL_TOKEN_KEYS": new_token_key(), "DATABASE_URL": "sqlite:///x.db",
+            "PORTAL_BASE_URL": "https://connect.example", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    for extra, message in (({"PORTAL_SANDBOX": "1", "PORTAL_SANDBOX_CLIENT_SECRET": "x"}, "PORTAL_SANDBOX"),
+                           ({"PORTAL_ALLOW_PRIVATE_URLS": "1"}, "PORTAL_ALLOW_PRIVATE_URLS"),
+                           ({"PORTAL_BASE_URL": "http://connect.example"}, "https"),
+                           ({"REDIS_URL": ""}, "REDIS_URL")):
+        with pytest.raises(ConfigError, match=message):
+            load_settings({**base, **extra}, instance_path=tmp_path)
+    assert load_settings(base, instance_path=tmp_path).production

@@ -232,3 +232,45 @@ def test_admin_pages_refuse_framing(client, db):
     response = client.get("/admin/")
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_login_is_rate_limited(settings, tmp_path):
+    from dataclasses import replace
+
+    from portal.app import create_app
+
+    app = create_app(replace(settings, login_rate_limit="3 per minute"))
+    try:
+        client = app.test_client()
+        statuses = [login(client, "nobody@nowhere.example", "wrong password!").status_code for _ in range(5)]
+        assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
+    finally:
+        app.extensions["easyconnect"].close()
+
+
+def test_nul_bytes_get_a_clear_400(client, db):
+    for path in ("/brand/%00/logo", "/c/abc%00def", "/admin/login?next=%00"):
+        response = client.get(path)
+        assert response.status_code == 400, path
+        assert "not allowed" in response.get_data(as_text=True)
+    response = client.post("/admin/login", data={"email": "a\x00@b.example", "password": "x"})
+    assert response.status_code == 400
+
+
+def test_database_outage_is_a_clear_503(settings, db, runtime):
+    from dataclasses import replace
+
+    from portal.app import create_app
+    from tests.helpers import setup_link
+
+    *_, path = setup_link(db, runtime.deps)
+    down = replace(settings, database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    app = create_app(down)
+    try:
+        client = app.test_client()
+        response = client.get(path)
+        assert response.status_code == 503
+        assert "briefly unavailable" in response.get_data(as_text=True)
+        assert client.get("/healthz").status_code == 503
+    finally:
+        app.extensions["easyconnect"].close()

@@ -47,7 +47,9 @@ def test_reconnect_link_refuses_a_different_account_and_updates_the_same_one(cli
     page = client.post(f"/admin/connections/{original_id}/reconnect-link", data={"csrf_token": csrf_from(client)},
                        follow_redirects=True).get_data(as_text=True)
     assert "Reconnect link" in page
-    reconnect_path = urlsplit(page.split("only this account): ", 1)[1].split("<", 1)[0].strip()).path
+    import re
+
+    reconnect_path = urlsplit(re.search(r'data-copy="(http://portal\.test/c/[^"]+)"', page).group(1)).path
 
     swapped = connect(client, reconnect_path, account="sbx-1002")
     html = swapped.get_data(as_text=True)

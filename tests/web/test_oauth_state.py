@@ -129,3 +129,43 @@ def test_token_endpoint_outage_gives_a_retryable_page_not_a_500(client, db, runt
     assert response.status_code == 502
     assert "Try again" in response.get_data(as_text=True)
     assert connections_in(db, workspace.id) == []
+
+
+def test_callback_in_another_browser_must_be_confirmed_before_anything_is_stored(app, client, db, runtime):
+    """An attacker starts an attempt on their own link and gets a victim's browser to finish it: the
+    victim is asked, on the portal, whether to connect the account to that agency; nothing is stored before."""
+    _, workspace, _, path = setup_link(db, runtime.deps)
+    callback = local_path(consent(start_flow(client, path), account="sbx-1003"))
+    victim = app.test_client()  # no flow cookie: not the browser that pressed Connect
+    response = victim.get(callback)
+    assert response.status_code == 303 and "/select/" in response.headers["Location"]
+    assert connections_in(db, workspace.id) == []
+    page = victim.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Confirm the connection" in page and "Casa Aurora Studio" in page and "Acme Agency" in page
+    done = victim.post(response.headers["Location"], data={"account": ["sbx-1003"]})
+    assert done.status_code == 303
+    [connection] = connections_in(db, workspace.id)
+    assert (connection.external_id, connection.parent_external_id) == ("sbx-1003", None)
+
+
+def test_a_failed_callback_cannot_be_replayed_and_never_loses_pkce(client, db, runtime, live_sandbox):
+    _, workspace, _, path = setup_link(db, runtime.deps)
+    callback_path, params = _callback_parts(consent(start_flow(client, path)))
+    denied = client.get("/oauth/callback/sandbox?" + urlencode({"state": params["state"], "error": "access_denied"}))
+    assert denied.status_code == 400
+    exchanges = live_sandbox.counters().get("code_exchanges", 0)
+    replay = client.get(callback_path + "?" + urlencode(params))
+    assert replay.status_code == 400
+    assert live_sandbox.counters().get("code_exchanges", 0) == exchanges
+    assert connections_in(db, workspace.id) == []
+
+
+def test_a_used_state_does_not_reveal_the_link_to_another_browser(app, client, db, runtime):
+    _, _, _, path = setup_link(db, runtime.deps)
+    _, params = _callback_parts(consent(start_flow(client, path)))
+    client.get("/oauth/callback/sandbox?" + urlencode(params))
+    stranger = app.test_client()
+    page = stranger.get("/oauth/callback/sandbox?" + urlencode({"state": params["state"], "error": "x"}))
+    assert path not in page.get_data(as_text=True)
+    own = client.get("/oauth/callback/sandbox?" + urlencode({"state": params["state"], "error": "x"}))
+    assert own.status_code == 400
