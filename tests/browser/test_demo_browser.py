@@ -40,7 +40,8 @@ def test_client_connects_and_agency_refreshes(demo_portal: Any, page: Any, artif
     # 1. The client opens the demo link.
     page.goto(demo_portal.link_url)
     assert page.locator(".brand-name").inner_text() == "Brightside Social"
-    sandbox = page.locator("li.platform-item", has_text="Sandbox")
+    assert page.locator("li.platform-item").count() == 16  # every platform, each served by the sandbox
+    sandbox = page.locator("li.platform-item:has(form[action$='/connect/sandbox'])")
     assert sandbox.count() == 1
     assert sandbox.locator("strong").first.inner_text() == "Sandbox"
     page.screenshot(path=artifacts / "01-link-page.png", full_page=True)
@@ -61,6 +62,19 @@ def test_client_connects_and_agency_refreshes(demo_portal: Any, page: Any, artif
     lead = page.locator(".done .lead").inner_text()
     assert "Northwind Outfitters" in lead and "@northwind" in lead and "Brightside Social" in lead
     page.screenshot(path=artifacts / "03-done.png", full_page=True)
+
+    # 3b. Facebook Pages: consent, then the client picks two Pages in the agency's branded picker.
+    page.goto(demo_portal.link_url)
+    page.locator("form[action$='/connect/facebook'] button").click()
+    page.wait_for_url(re.compile(r"/sandbox/p/www\.facebook\.com/"))
+    page.get_by_role("button", name="Approve").click()
+    page.wait_for_url(re.compile(r"/c/[^/]+/select/[^/]+$"))
+    page.get_by_label("Blue Bottle Bakery").check()
+    page.get_by_label("Blue Bottle Catering").check()
+    page.screenshot(path=artifacts / "03b-pick-pages.png", full_page=True)
+    page.get_by_role("button", name="Connect selected").click()
+    page.wait_for_url(re.compile(r"/c/[^/]+/done/[^/]+$"))
+    assert page.locator(".done .lead").count() == 2
 
     # 4. The agency logs in and finds the connection in the demo workspace.
     page.goto(demo_portal.base_url + "/admin/login")
