@@ -211,6 +211,10 @@ class Connection(Base):
     # LinkedIn pages): one grant, refreshed once for all of them under one lock. A sub-account with a
     # token of its own (a Meta Page) has a grant of its own.
     grant_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # When the refresh sweep should next pick this connection up (None: nothing to refresh). Computed
+    # when tokens are written, so the sweep is one indexed range scan, whatever the platform's rules.
+    refresh_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    refresh_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # in a row, for backoff
 
     workspace: Mapped[Workspace] = relationship(lazy="joined")
 

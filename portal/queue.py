@@ -7,6 +7,7 @@ arguments are primitive ids only: never a token.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from portal.runtime import Runtime
 
 log = logging.getLogger(__name__)
 DEFAULT_QUEUE = "easyconnect"
+MARKER_PREFIX = "easyconnect:queued:"
 JOB_PREFIX = "workers.jobs."
 
 
@@ -53,6 +55,47 @@ def enqueue(runtime: Runtime, name: str, *ids: str, retries: int = 3) -> str | N
         log.warning("could not enqueue %s: Redis unavailable", identifier)
         return None
     return identifier
+
+
+def enqueue_batch(runtime: Runtime, name: str, ids: list[str]) -> None:
+    """One job for many ids (inline without Redis). Its id is derived from the ids it carries."""
+    if runtime.redis is None:
+        _job(name)(*ids, runtime=runtime)
+        return
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24]
+    try:
+        Queue(DEFAULT_QUEUE, connection=runtime.redis).enqueue_call(
+            name, args=tuple(ids), job_id=job_id(name, digest), result_ttl=0, failure_ttl=3600, timeout=900)
+    except RedisError:
+        log.warning("could not enqueue %s: Redis unavailable", name)
+        release_markers(runtime, "refresh", ids)
+
+
+def claim_markers(runtime: Runtime, kind: str, ids: list[str], ttl: int = 900) -> list[str]:
+    """The ids not already queued (marked in Redis for ``ttl`` seconds); all of them without Redis."""
+    if runtime.redis is None:
+        return list(ids)
+    try:
+        with runtime.redis.pipeline(transaction=False) as pipe:
+            for item in ids:
+                pipe.set(f"{MARKER_PREFIX}{kind}:{item}", "1", nx=True, ex=ttl)
+            results = pipe.execute()
+    except RedisError:
+        return []  # without Redis nothing can be deduplicated: leave the work to the next sweep
+    return [item for item, fresh in zip(ids, results, strict=True) if fresh]
+
+
+def release_marker(runtime: Runtime, kind: str, item: str) -> None:
+    release_markers(runtime, kind, [item])
+
+
+def release_markers(runtime: Runtime, kind: str, ids: list[str]) -> None:
+    if runtime.redis is None or not ids:
+        return
+    try:
+        runtime.redis.delete(*[f"{MARKER_PREFIX}{kind}:{item}" for item in ids])
+    except RedisError:
+        pass  # markers expire by themselves
 
 
 def enqueue_after_commit(db: Session, runtime: Runtime, name: str, *ids: str) -> None:

@@ -1,19 +1,26 @@
 """Jobs: tiny, idempotent, given primitive ids. Each opens its own session, calls one service.
 
-``runtime`` is passed when a job runs inline in the web process; RQ workers use the
-process runtime.
+``runtime`` is passed when a job runs inline in the web process; RQ workers use the process
+runtime. Refreshes run in batches with a thread pool inside the job (one RQ job per connection
+cannot reach a million connections on two cores), while each connection keeps its own lock,
+compare-and-swap and sweep marker, so nothing is refreshed twice.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
-from portal.errors import PlatformError, RefreshBusy
+from portal import queue
+from portal.errors import PlatformError, PortalError, RefreshBusy
 from portal.runtime import Runtime
-from portal.services import tokens
+from portal.services import connections, sweeps, tokens
 from workers import runtime as worker_runtime
 
 log = logging.getLogger(__name__)
+BATCH_SIZE = 50
+REFRESH_THREADS = 16
+MAX_PER_SWEEP = 200_000
 
 
 def _runtime(runtime: Runtime | None) -> Runtime:
@@ -21,7 +28,7 @@ def _runtime(runtime: Runtime | None) -> Runtime:
 
 
 def refresh_connection(connection_id: str, runtime: Runtime | None = None) -> str:
-    """Refresh one connection if it is due (the sweeps' job)."""
+    """Refresh one connection if it is due."""
     return _refresh(connection_id, _runtime(runtime), force=False)
 
 
@@ -30,7 +37,7 @@ def refresh_connection_now(connection_id: str, runtime: Runtime | None = None) -
     return _refresh(connection_id, _runtime(runtime), force=True)
 
 
-def _refresh(connection_id: str, runtime: Runtime, force: bool) -> str:
+def _refresh(connection_id: str, runtime: Runtime, force: bool, raise_temporary: bool = True) -> str:
     db = runtime.session_factory()
     try:
         result = tokens.refresh_connection(db, runtime.deps, connection_id, force=force)
@@ -38,9 +45,87 @@ def _refresh(connection_id: str, runtime: Runtime, force: bool) -> str:
         return "busy"  # the lock holder is doing the work
     except PlatformError as exc:
         log.info("refresh of %s failed: %s", connection_id, exc.kind)
-        if exc.permanent:
-            return f"failed:{exc.kind}"
+        if exc.permanent or not raise_temporary:
+            return f"failed:{exc.kind}"  # the row holds the outcome and the next try time
         raise  # temporary: RQ's Retry tries again later
     finally:
         db.close()
     return str(result)
+
+
+def refresh_batch(*connection_ids: str, runtime: Runtime | None = None) -> dict[str, int]:
+    """Refresh the due connections among ``connection_ids``, REFRESH_THREADS at a time."""
+    rt = _runtime(runtime)
+
+    def one(connection_id: str) -> str:
+        try:
+            return _refresh(connection_id, rt, force=False, raise_temporary=False)
+        except PortalError as exc:
+            return f"failed:{exc.code}"
+        finally:
+            queue.release_marker(rt, "refresh", connection_id)
+
+    with ThreadPoolExecutor(max_workers=min(REFRESH_THREADS, max(1, len(connection_ids)))) as pool:
+        outcomes = list(pool.map(one, connection_ids))
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def sweep_refreshes(runtime: Runtime | None = None) -> int:
+    """Find due connections and enqueue them in batches; returns how many were enqueued.
+
+    Overlapping sweeps are harmless: a connection already queued holds a marker and is skipped."""
+    rt = _runtime(runtime)
+    enqueued, after = 0, None
+    db = rt.session_factory()
+    try:
+        while enqueued < MAX_PER_SWEEP:
+            batch = sweeps.due_batch(db, rt.deps.now(), limit=1000, after=after)
+            db.rollback()
+            if not batch:
+                break
+            after = batch[-1]
+            fresh = queue.claim_markers(rt, "refresh", [cid for _, cid in batch])
+            for start in range(0, len(fresh), BATCH_SIZE):
+                chunk = fresh[start:start + BATCH_SIZE]
+                queue.enqueue_batch(rt, "workers.jobs.refresh_batch", chunk)
+                enqueued += len(chunk)
+    finally:
+        db.close()
+    return enqueued
+
+
+def recover_stuck_refreshes(runtime: Runtime | None = None) -> int:
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    try:
+        ids = sweeps.recover_stuck(db, rt.deps.now())
+        db.commit()
+        return len(ids)
+    finally:
+        db.close()
+
+
+def purge_expired_attempts(runtime: Runtime | None = None) -> int:
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    try:
+        count = connections.purge_expired_attempts(db, rt.deps.now())
+        db.commit()
+        return count
+    finally:
+        db.close()
+
+
+def poll_telegram(runtime: Runtime | None = None) -> int:
+    """The one getUpdates poller per bot (see portal.services.telegram)."""
+    from portal.services import telegram
+
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    try:
+        return telegram.poll_bots(db, rt.deps, timeout=0, lock_wait=0.0)
+    finally:
+        db.close()

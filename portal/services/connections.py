@@ -37,7 +37,7 @@ from portal.providers import ProviderSpec
 from portal.providers.adapters import Authorized, SubAccount
 from portal.security.crypto import column_context
 from portal.security.signing import constant_time_equals, hash_secret, random_id
-from portal.services import Deps, audit, links, platforms
+from portal.services import Deps, audit, links, platforms, schedule
 from portal.services.audit import Actor
 
 log = logging.getLogger(__name__)
@@ -372,6 +372,9 @@ def store_connection(db: Session, deps: Deps, attempt: ConnectAttempt, link: Con
     connection.extra = sub.extra if sub and sub.extra else connection.extra
     connection.grant_id = grant_id or new_id()
     _apply_grant(deps, connection, grant, account)
+    connection.refresh_due_at = schedule.next_refresh(
+        platforms.adapter_for(deps, spec).can_refresh(spec, grant.refresh_token is not None), spec.refresh,
+        grant.expires_at, deps.now())
     connection.connected_via_link_id = link.id
     db.flush()
     action = "connection.created" if created else "connection.reconnected"

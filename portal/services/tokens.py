@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from portal.errors import NotFound, PlatformError, RefreshBusy
 from portal.models import Connection, Health
 from portal.oauth import TokenGrant
-from portal.services import Deps, audit, platforms
+from portal.services import Deps, audit, platforms, schedule
 from portal.services.audit import WORKER, Actor
 from portal.services.connections import read_tokens, spec_and_app, token_context
 
@@ -38,6 +38,9 @@ class RefreshResult(enum.StrEnum):
 
 
 def is_due(connection: Connection, now: datetime, margin: timedelta) -> bool:
+    """Due by the sweep's schedule, or close to expiry whatever the schedule says."""
+    if connection.refresh_due_at is not None and connection.refresh_due_at <= now:
+        return True
     return connection.token_expires_at is not None and connection.token_expires_at <= now + margin
 
 
@@ -96,6 +99,9 @@ def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: i
 def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, grant: TokenGrant,
           actor: Actor) -> RefreshResult:
     cipher, now = deps.cipher, deps.now()
+    spec, _ = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
+    lifetime = (connection.token_expires_at - connection.last_refreshed_at
+                if connection.token_expires_at and connection.last_refreshed_at else None)
     values = {
         "access_token_enc": cipher.encrypt(grant.access_token, token_context(connection, "access")),
         # A refresh response without a refresh token keeps the old one (TokenGrant carries it over).
@@ -111,6 +117,8 @@ def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, gr
         "last_refreshed_at": now,
         "last_checked_at": now,
         "updated_at": now,
+        "refresh_due_at": schedule.next_refresh(True, spec.refresh, grant.expires_at, now, lifetime),
+        "refresh_failures": 0,
     }
     saved = db.execute(update(Connection)
                        .where(Connection.id == connection.id, Connection.token_version == seen_version)
@@ -157,6 +165,11 @@ def _record_failure(db: Session, deps: Deps, connection_id: str, seen_version: i
     if connection.token_version != seen_version:
         return RefreshResult.ADOPTED  # another refresher won; its tokens stand
     connection.refresh_started_at = None
+    if exc.permanent:
+        connection.refresh_due_at = None  # nothing to retry until the client reconnects or the app is fixed
+    else:
+        connection.refresh_failures += 1
+        connection.refresh_due_at = schedule.retry_at(connection.refresh_failures, deps.now(), exc.retry_after)
     if exc.kind == PlatformError.TOKEN_INVALID:
         connection.health = Health.ERROR
         connection.health_reason = "The platform no longer accepts this connection. The client needs to reconnect."

@@ -1,0 +1,45 @@
+"""What the scheduled sweeps find. They only find work: the jobs they enqueue do it.
+
+The database is the source of truth: if Redis loses every queued job, the next sweep finds the
+same connections again, because a connection leaves the due range only when a refresh wrote a new
+``refresh_due_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.orm import Session
+
+from portal.models import Connection, Health
+from portal.services import audit
+from portal.services.audit import WORKER
+
+STUCK_AFTER = timedelta(minutes=10)
+Cursor = tuple[datetime, str]
+
+
+def due_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Cursor]:
+    """The next ``limit`` connections due for refresh, oldest first, as keyset cursors (due_at, id):
+    one range scan of the refresh_due_at index, flat in cost however many rows the table holds."""
+    query = (select(Connection.refresh_due_at, Connection.id).where(Connection.refresh_due_at <= now)
+             .order_by(Connection.refresh_due_at, Connection.id).limit(limit))
+    if after is not None:
+        query = query.where(tuple_(Connection.refresh_due_at, Connection.id) > after)
+    return [(due, cid) for due, cid in db.execute(query)]
+
+
+def recover_stuck(db: Session, now: datetime) -> list[str]:
+    """Connections left Refreshing by a killed worker. Their tokens may or may not have been used, so
+    they are shown as Warning (never Healthy) and refreshed again at once: the refresh either works
+    or finds the grant dead and says so."""
+    stuck = list(db.scalars(select(Connection).where(Connection.health == Health.REFRESHING,
+                                                     Connection.refresh_started_at < now - STUCK_AFTER)))
+    for connection in stuck:
+        db.execute(update(Connection).where(Connection.id == connection.id, Connection.health == Health.REFRESHING)
+                   .values(health=Health.WARNING, refresh_started_at=None, refresh_due_at=now,
+                           health_reason="A refresh was interrupted; it is being retried."))
+        audit.record(db, connection.agency_id, WORKER, "connection.refresh_interrupted", "connection", connection.id,
+                     platform=connection.platform)
+    return [c.id for c in stuck]

@@ -1,0 +1,138 @@
+"""Scheduled sweeps: find due connections in batches, enqueue each once, recover stuck refreshes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from portal.errors import PlatformError
+from portal.models import Connection, Health
+from portal.runtime import build_runtime
+from portal.services import sweeps, tokens
+from tests.conftest import REDIS_URL
+from tests.helpers import connect, connections_in, fresh, setup_link
+from tests.workers.test_refresh import _worker_env
+from workers import jobs
+
+
+def _connections(client, db, runtime, accounts=("sbx-1001", "sbx-1002", "sbx-1003")):
+    _, workspace, _, path = setup_link(db, runtime.deps)
+    for account in accounts:
+        connect(client, path, account=account)
+    rows = connections_in(db, workspace.id)
+    return workspace, [row.id for row in rows]
+
+
+def _make_due(db, ids, runtime):
+    db.execute(update(Connection).where(Connection.id.in_(ids))
+               .values(refresh_due_at=runtime.deps.now() - timedelta(minutes=1)))
+    db.commit()
+
+
+def test_connect_schedules_the_next_refresh_before_expiry(client, db, runtime):
+    _, [cid, *_] = _connections(client, db, runtime, ("sbx-1001",))
+    row = fresh(db).get(Connection, cid)
+    assert row.token_expires_at - timedelta(minutes=60) <= row.refresh_due_at < row.token_expires_at
+    assert sweeps.due_batch(db, runtime.deps.now()) == []
+
+
+def test_inline_sweep_refreshes_only_what_is_due(client, db, runtime, live_sandbox):
+    _, ids = _connections(client, db, runtime)
+    _make_due(db, ids[:2], runtime)
+    before = live_sandbox.counters().get("refreshes", 0)
+    assert jobs.sweep_refreshes(runtime=runtime) == 2
+    assert live_sandbox.counters()["refreshes"] == before + 2
+    fresh(db)
+    rows = {i: db.get(Connection, i) for i in ids}
+    assert all(rows[i].refresh_due_at > runtime.deps.now() for i in ids)
+    assert rows[ids[2]].last_refreshed_at is None and rows[ids[0]].last_refreshed_at is not None
+
+
+def test_due_batches_are_keyset_paged(client, db, runtime):
+    _, ids = _connections(client, db, runtime)
+    _make_due(db, ids, runtime)
+    first = sweeps.due_batch(db, runtime.deps.now(), limit=2)
+    rest = sweeps.due_batch(db, runtime.deps.now(), limit=2, after=first[-1])
+    assert len(first) == 2 and len(rest) == 1
+    assert {cid for _, cid in first + rest} == set(ids)
+
+
+def test_overlapping_sweeps_enqueue_each_connection_once_and_a_worker_refreshes_them(
+        client, db, runtime, settings, redis_client, live_sandbox):
+    _, ids = _connections(client, db, runtime)
+    _make_due(db, ids, runtime)
+    rt = build_runtime(replace(settings, redis_url=REDIS_URL))
+    try:
+        assert jobs.sweep_refreshes(runtime=rt) == 3
+        assert jobs.sweep_refreshes(runtime=rt) == 0  # already queued
+        before = live_sandbox.counters().get("refreshes", 0)
+        result = subprocess.run([sys.executable, "-m", "workers", "--burst"], env=_worker_env(settings),
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert live_sandbox.counters()["refreshes"] == before + 3
+        assert jobs.sweep_refreshes(runtime=rt) == 0  # nothing due any more
+        assert not redis_client.keys("easyconnect:queued:*")
+    finally:
+        rt.close()
+
+
+def test_lost_queue_is_found_again_by_the_next_sweep(client, db, runtime, settings, redis_client):
+    _, ids = _connections(client, db, runtime)
+    _make_due(db, ids, runtime)
+    rt = build_runtime(replace(settings, redis_url=REDIS_URL))
+    try:
+        assert jobs.sweep_refreshes(runtime=rt) == 3
+        redis_client.flushdb()  # Redis lost every job and marker
+        assert jobs.sweep_refreshes(runtime=rt) == 3
+    finally:
+        rt.close()
+
+
+def test_stuck_refreshing_is_never_left_healthy(client, db, runtime):
+    _, [cid, *_] = _connections(client, db, runtime, ("sbx-1001",))
+    db.execute(update(Connection).where(Connection.id == cid).values(
+        health=Health.REFRESHING, refresh_started_at=runtime.deps.now() - timedelta(minutes=30)))
+    db.commit()
+    assert jobs.recover_stuck_refreshes(runtime=runtime) == 1
+    row = fresh(db).get(Connection, cid)
+    assert row.health == Health.WARNING and row.refresh_due_at <= runtime.deps.now()
+    assert jobs.sweep_refreshes(runtime=runtime) == 1
+    assert fresh(db).get(Connection, cid).health == Health.HEALTHY
+
+
+def test_failures_back_off_and_honour_retry_after(client, db, runtime, live_sandbox):
+    _, [cid, *_] = _connections(client, db, runtime, ("sbx-1001",))
+    live_sandbox.fail("token", "rate_limited")
+    try:
+        try:
+            tokens.refresh_connection(db, runtime.deps, cid, force=True)
+        except PlatformError as exc:
+            assert exc.kind == PlatformError.RATE_LIMITED
+    finally:
+        live_sandbox.reset()
+    row = fresh(db).get(Connection, cid)
+    assert row.refresh_failures == 1 and row.health == Health.HEALTHY
+    assert row.refresh_due_at >= runtime.deps.now() + timedelta(seconds=29)
+    live_sandbox.fail("token", "invalid_grant")
+    try:
+        try:
+            tokens.refresh_connection(db, runtime.deps, cid, force=True)
+        except PlatformError:
+            pass
+    finally:
+        live_sandbox.reset()
+    row = fresh(db).get(Connection, cid)
+    assert row.health == Health.ERROR and row.refresh_due_at is None
+
+
+def test_purge_removes_old_attempts(client, db, runtime):
+    from portal.models import ConnectAttempt
+
+    _connections(client, db, runtime, ("sbx-1001",))
+    db.execute(update(ConnectAttempt).values(expires_at=runtime.deps.now() - timedelta(days=2)))
+    db.commit()
+    assert jobs.purge_expired_attempts(runtime=runtime) == 1
