@@ -23,7 +23,9 @@ from portal.security.crypto import column_context
 from portal.services import Deps, audit
 from portal.services.audit import Actor
 
-NO_APP_NEEDED = ("app_password",)  # Bluesky: the client's own app password is the credential
+# Bluesky: the client's own app password is the credential; Mastodon: the portal registers its app at
+# each server on first use (services/instances.py), so neither needs an app configured beforehand.
+NO_APP_NEEDED = ("app_password", "instance_oauth")
 
 
 @dataclass(frozen=True)
