@@ -83,10 +83,14 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(admin_bp)
     # One limiter per app: limits registered on a shared one would leak between apps (tests, workers).
     limiter = Limiter(key_func=get_remote_address, default_limits=[], app=app)
-    for endpoint in ("agency_admin.login", "agency_admin.signup"):
+    limited = {"agency_admin.login": settings.login_rate_limit, "agency_admin.signup": settings.login_rate_limit,
+               # Credentials and server addresses typed by clients: every client shares the portal's IP at
+               # Bluesky, so unbounded attempts could get an account's sign-ins throttled there.
+               "connect.app_password_connect": settings.credential_rate_limit,
+               "connect.instance_start": settings.credential_rate_limit}
+    for endpoint, limit in limited.items():
         # Flask-Limiter enforces a decorated limit inside the wrapper, so the wrapper must replace the view.
-        app.view_functions[endpoint] = limiter.limit(settings.login_rate_limit, methods=["POST"])(
-            app.view_functions[endpoint])
+        app.view_functions[endpoint] = limiter.limit(limit, methods=["POST"])(app.view_functions[endpoint])
     if settings.sandbox_enabled:
         from portal.sandbox import SandboxServer
         from portal.views import sandbox

@@ -79,6 +79,7 @@ class Settings:
     # Refresh a rotating short-lived token this long before it expires.
     refresh_margin_seconds: int = 10 * 60
     login_rate_limit: str = "10 per minute"
+    credential_rate_limit: str = "10 per minute"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -121,7 +121,7 @@ def base_settings(instance: Path, database_url: str, **overrides: Any) -> Settin
     }
     values: dict[str, Any] = {"instance_path": instance, "sandbox_redirect_prefix": PORTAL_BASE + "/oauth/callback/",
                               "sandbox_database_url": f"sqlite:///{instance / 'sandbox.db'}",
-                              "login_rate_limit": "1000 per minute",
+                              "login_rate_limit": "1000 per minute", "credential_rate_limit": "1000 per minute",
                               # the sandbox and test servers live on loopback; production refuses it
                               "allow_private_urls": True}
     values.update(overrides)

@@ -396,3 +396,21 @@ def test_jwt_lifetime_is_counted_from_our_clock():
     assert jwt_expiry(_jwt({"exp": int(now.timestamp()) + 600}), now) == now + timedelta(minutes=10)
     assert jwt_expiry(_jwt({"exp": int(now.timestamp()) - 600}), now) == now  # already expired: due now
     assert jwt_expiry("not-a-jwt", now) is None and jwt_expiry(_jwt({"sub": "x"}), now) is None
+
+
+def test_app_password_form_is_rate_limited_per_client(settings, db, runtime):
+    from dataclasses import replace
+
+    from portal.app import create_app
+    from tests.helpers import all_platforms_link
+
+    *_, path = all_platforms_link(db, runtime.deps, ["bluesky"])
+    app = create_app(replace(settings, credential_rate_limit="2 per minute"))
+    try:
+        client = app.test_client()
+        statuses = [client.post(f"{path}/app-password/bluesky",
+                                data={"identifier": "nobody.example", "password": "aaaa-bbbb-cccc-dddd"}).status_code
+                    for _ in range(3)]
+        assert statuses[-1] == 429 and 429 not in statuses[:2]
+    finally:
+        app.extensions["easyconnect"].close()
