@@ -250,7 +250,8 @@ def platform_apps() -> Any:
 def save_platform_app(group: str) -> Any:
     try:
         platforms.save_agency_app(db(), deps(), _agency_id(), group, request.form.get("client_id", ""),
-                                  request.form.get("client_secret", ""), _actor())
+                                  request.form.get("client_secret", ""), _actor(),
+                                  bot_token=request.form.get("bot_token", ""))
         db().commit()
         flash("App saved. Its secret is stored encrypted and will not be shown again.", "success")
     except ValidationFailed as exc:

@@ -71,6 +71,7 @@ class Settings:
     sandbox_platforms: bool = True
     # The operator's default app per credential group: {"facebook": ("client id", "secret"), ...}.
     operator_apps: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    operator_bot_tokens: Mapping[str, str] = field(default_factory=dict)  # PORTAL_APP_<GROUP>_BOT_TOKEN
     # Let user-supplied URLs (Mastodon, Bluesky PDS, custom OIDC) reach private addresses: dev and tests only.
     allow_private_urls: bool = False
     platform_timeout: float = 15.0
@@ -190,6 +191,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         trusted_proxies=int(env.get("PORTAL_TRUSTED_PROXIES", "0")),
         sandbox_platforms=env.get("PORTAL_SANDBOX_PLATFORMS", sandbox_default) == "1",
         operator_apps=_operator_apps(env),
+        operator_bot_tokens={key.removeprefix("PORTAL_APP_").removesuffix("_BOT_TOKEN").lower().replace("_", "-"): value
+                             for key, value in env.items()
+                             if key.startswith("PORTAL_APP_") and key.endswith("_BOT_TOKEN") and value},
         # The demo's sandbox lives on 127.0.0.1; production never lets user URLs reach private addresses.
         allow_private_urls=env.get("PORTAL_ALLOW_PRIVATE_URLS", sandbox_default) == "1",
     )

@@ -233,6 +233,7 @@ class ProviderApp(Base):
     platform: Mapped[str] = mapped_column(String(40))
     client_id: Mapped[str] = mapped_column(String(500))
     client_secret_enc: Mapped[str] = mapped_column(Text)
+    bot_token_enc: Mapped[str | None] = mapped_column(Text)  # Discord: the app's bot token
     # Set when a platform answered invalid_client: the app, not each connection, needs fixing.
     invalid_since: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

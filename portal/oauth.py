@@ -33,6 +33,8 @@ class AppCredentials:
 
     client_id: str
     client_secret: str = field(repr=False)
+    # Discord: the bot's own token, a separate secret of the same app (posting, channel listing).
+    bot_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

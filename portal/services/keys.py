@@ -31,6 +31,7 @@ ENCRYPTED_COLUMNS = (
     EncryptedColumn(Connection, "access_token_enc", "connections", "access_token"),
     EncryptedColumn(Connection, "refresh_token_enc", "connections", "refresh_token"),
     EncryptedColumn(ProviderApp, "client_secret_enc", "provider_apps", "client_secret"),
+    EncryptedColumn(ProviderApp, "bot_token_enc", "provider_apps", "bot_token"),
     EncryptedColumn(CustomPlatform, "client_secret_enc", "custom_platforms", "client_secret"),
     EncryptedColumn(InstanceApp, "client_secret_enc", "instance_apps", "client_secret"),
     EncryptedColumn(ConnectAttempt, "verifier_enc", "connect_attempts", "verifier"),

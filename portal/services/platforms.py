@@ -78,10 +78,11 @@ def adapter_for(deps: Deps, spec: ProviderSpec) -> Adapter:
 
 
 def operator_app(settings: Settings, spec: ProviderSpec) -> AppCredentials | None:
-    if spec.sandbox_only or spec.sandboxed:
-        return AppCredentials(settings.sandbox_client_id, settings.sandbox_client_secret)
+    if spec.sandbox_only or spec.sandboxed:  # the sandbox's bot accepts its client secret as bot token
+        return AppCredentials(settings.sandbox_client_id, settings.sandbox_client_secret,
+                              settings.sandbox_client_secret)
     pair = settings.operator_apps.get(spec.credential_group)
-    return AppCredentials(*pair) if pair else None
+    return AppCredentials(*pair, settings.operator_bot_tokens.get(spec.credential_group)) if pair else None
 
 
 def _agency_apps(db: Session, agency_id: str) -> dict[str, ProviderApp]:
@@ -128,7 +129,9 @@ def app_for(db: Session, deps: Deps, agency_id: str, spec: ProviderSpec) -> AppC
     own = _agency_apps(db, agency_id).get(spec.credential_group)
     if own is not None and own.invalid_since is None:
         secret = deps.cipher.decrypt(own.client_secret_enc, column_context("provider_apps", own.id, "client_secret"))
-        return AppCredentials(own.client_id, secret)
+        bot = (deps.cipher.decrypt(own.bot_token_enc, column_context("provider_apps", own.id, "bot_token"))
+               if own.bot_token_enc else None)
+        return AppCredentials(own.client_id, secret, bot)
     app = operator_app(deps.settings, spec)
     if app is None:
         raise PlatformNotAllowed("This platform is not set up on this portal.")
@@ -140,7 +143,7 @@ def redirect_uri(settings: Settings, name: str) -> str:
 
 
 def save_agency_app(db: Session, deps: Deps, agency_id: str, group: str, client_id: str, client_secret: str,
-                    actor: Actor) -> ProviderApp:
+                    actor: Actor, bot_token: str = "") -> ProviderApp:
     """Set the agency's own app for a credential group; the secret is encrypted and never shown again."""
     if group not in {spec.credential_group for spec in catalog(deps.settings).values()}:
         raise ValidationFailed("Unknown platform.")
@@ -157,6 +160,11 @@ def save_agency_app(db: Session, deps: Deps, agency_id: str, group: str, client_
     row.client_id = client_id
     row.client_secret_enc = deps.cipher.encrypt(client_secret, column_context("provider_apps", row.id,
                                                                              "client_secret"))
+    bot_token = bot_token.strip()
+    if len(bot_token) > 500:
+        raise ValidationFailed("That bot token is too long.")
+    row.bot_token_enc = (deps.cipher.encrypt(bot_token, column_context("provider_apps", row.id, "bot_token"))
+                         if bot_token else None)
     row.invalid_since = None
     audit.record(db, agency_id, actor, "provider_app.saved", "provider_app", row.id, platform=group)
     return row

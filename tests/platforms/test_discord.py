@@ -189,7 +189,7 @@ def test_health_check_asks_whether_the_bot_is_still_in_the_server(client, db, ru
 def test_a_refused_bot_token_is_the_apps_problem_not_the_connections(client, db, runtime):
     _, row = _connected(client, db, runtime)
     spec, app, adapter = _kit(runtime)
-    wrong = AppCredentials(app.client_id, "not-the-bot-token")
+    wrong = AppCredentials(app.client_id, app.client_secret, "not-the-bot-token")
     error = _raises(lambda: adapter.check(spec, "unused", app=wrong, guild_id=row.external_id))
     assert error.kind == PlatformError.APP_MISCONFIGURED
 
@@ -264,3 +264,30 @@ def test_bot_token_errors_are_the_apps():
     assert error.kind == PlatformError.APP_MISCONFIGURED
     error = classify_discord_bot_error(404, {"message": "Unknown Guild", "code": 10004}, None, "health check")
     assert error.kind == PlatformError.PERMISSION_LOST
+
+
+def test_bot_token_comes_from_its_own_setting_not_the_client_secret(db, runtime):
+    from dataclasses import replace
+
+    from portal.services import Deps
+    from portal.services import platforms as platform_service
+    from tests.helpers import make_member
+
+    real = replace(runtime.settings, sandbox_platforms=False,
+                   operator_apps={"discord": ("discord-app", "oauth-secret")})
+    spec = platform_service.spec_for(real, "discord")
+    missing = platform_service.operator_app(real, spec)
+    assert missing.bot_token is None
+    with pytest.raises(PlatformError) as error:
+        bot_token(missing)
+    assert error.value.kind == PlatformError.APP_MISCONFIGURED
+    configured = platform_service.operator_app(replace(real, operator_bot_tokens={"discord": "bot-xyz"}), spec)
+    assert bot_token(configured) == "bot-xyz" and configured.client_secret == "oauth-secret"
+    assert "bot-xyz" not in repr(configured)
+    member = make_member(db)
+    platform_service.save_agency_app(db, runtime.deps, member.agency_id, "discord", "own-app", "own-secret",
+                                     __import__("portal.services.audit", fromlist=["SYSTEM"]).SYSTEM,
+                                     bot_token="own-bot")
+    db.commit()
+    agency = platform_service.app_for(db, Deps(**{**runtime.deps.__dict__, "settings": real}), member.agency_id, spec)
+    assert (agency.client_id, agency.bot_token) == ("own-app", "own-bot")

@@ -11,9 +11,8 @@ travels in ``SubAccount.extra`` into ``Connection.extra``. The stored token is t
 stored); posting and health checks use the bot token.
 
 The bot token is a secret of the agency's (or operator's) Discord app, separate from the OAuth
-client secret. ``AppCredentials`` has no field for it yet, so ``bot_token`` uses the client secret:
-the sandbox accepts its client secret as the bot token. A real deployment needs the bot token
-configured beside the client id and secret (see ``bot_token``).
+client secret: ``AppCredentials.bot_token`` (PORTAL_APP_DISCORD_BOT_TOKEN, or the agency's own app
+on the Platforms page; the sandbox's bot token is its client secret).
 """
 
 from __future__ import annotations
@@ -74,9 +73,10 @@ def _seconds(value: str | None) -> float | None:
 
 
 def bot_token(app: AppCredentials) -> str:
-    """The app's bot token. Assumption: until app credentials carry a separate bot token, the client
-    secret stands in for it (the sandbox accepts exactly that); real Discord needs the real one."""
-    return app.client_secret
+    """The app's bot token; without one the app is misconfigured (not the client's connection)."""
+    if not app.bot_token:
+        raise PlatformError(PlatformError.APP_MISCONFIGURED, "no Discord bot token is configured for this app")
+    return app.bot_token
 
 
 def _snowflake(value: Any) -> str | None:
