@@ -58,8 +58,9 @@ def dashboard() -> Any:
         health = tokens.health_view(connection, now).health
         counts[health] = counts.get(health, 0) + 1
     per_workspace = {w.id: sum(1 for c in conns if c.workspace_id == w.id) for w in workspaces}
+    expiring = len(connections.search(session, _agency_id(), now, status="expiring"))
     return render_template("agency_admin/dashboard.html", workspaces=workspaces, counts=counts,
-                           per_workspace=per_workspace, total=len(conns))
+                           per_workspace=per_workspace, total=len(conns), expiring=expiring)
 
 
 @bp.post("/workspaces")
@@ -230,7 +231,36 @@ def branding() -> Any:
 @bp.get("/audit")
 @login_required
 def audit_log() -> Any:
-    return render_template("agency_admin/audit.html", events=audit.recent(db(), _agency_id(), 200))
+    category = request.args.get("category") or None
+    if category is not None and category not in audit.CATEGORIES:
+        abort(400)
+    return render_template("agency_admin/audit.html", events=audit.recent(db(), _agency_id(), 200, category),
+                           categories=audit.CATEGORIES, category=category)
+
+
+@bp.get("/connections")
+@login_required
+def connection_list() -> Any:
+    session, d = db(), deps()
+    args = request.args
+    status = args.get("status", "all")
+    rows = connections.search(session, _agency_id(), d.now(), status=status, platform=args.get("platform") or None,
+                              workspace_id=args.get("workspace") or None)
+    now = d.now()
+    return render_template("agency_admin/connections.html", rows=[(c, tokens.health_view(c, now)) for c in rows],
+                           status=status, statuses=connections.STATUS_FILTERS, platform=args.get("platform", ""),
+                           workspace=args.get("workspace", ""), labels=platforms.labels(session, d, _agency_id()),
+                           workspaces=agencies.list_workspaces(session, _agency_id()))
+
+
+@bp.post("/connections/<connection_id>/active")
+@login_required
+def toggle_active(connection_id: str) -> Any:
+    conn = connections.set_active(db(), _agency_id(), connection_id, request.form.get("active") == "1", _actor())
+    db().commit()
+    flash("Connection is active: offered for new posts." if conn.active else
+          "Connection is inactive: kept fresh, but not offered for new posts.", "info")
+    return redirect(url_for("agency_admin.connection", connection_id=conn.id))
 
 
 @bp.get("/platforms")

@@ -36,7 +36,25 @@ def record(db: Session, agency_id: str, actor: Actor, action: str, object_type: 
     return event
 
 
-def recent(db: Session, agency_id: str, limit: int = 100) -> list[AuditEvent]:
+# What the audit page filters by: a name and the actions it covers.
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "connects": ("connection.created",),
+    "reconnects": ("connection.reconnected",),
+    "disconnects": ("connection.disconnected",),
+    "refreshes": ("connection.refreshed", "connection.refresh_interrupted"),
+    "health": ("connection.health_changed", "connection.activated", "connection.deactivated"),
+    "token reads": ("connection.token_read",),
+    "links": ("link.created", "link.revoked"),
+    "logins": ("member.login", "member.logout"),
+    "settings": ("agency.branding_updated", "provider_app.saved", "provider_app.removed",
+                 "custom_platform.created", "custom_platform.deleted", "workspace.created", "workspace.renamed",
+                 "workspace.archived"),
+}
+
+
+def recent(db: Session, agency_id: str, limit: int = 100, category: str | None = None) -> list[AuditEvent]:
     query = (select(AuditEvent).where(AuditEvent.agency_id == agency_id)
              .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit))
+    if category:
+        query = query.where(AuditEvent.action.in_(CATEGORIES.get(category, ())))
     return list(db.scalars(query))

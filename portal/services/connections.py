@@ -436,6 +436,46 @@ def list_connections(db: Session, agency_id: str, workspace_id: str | None = Non
     return list(db.scalars(query))
 
 
+STATUS_FILTERS = ("all", "valid", "expiring", "expired")
+
+
+def search(db: Session, agency_id: str, now: datetime, *, status: str = "all", platform: str | None = None,
+           workspace_id: str | None = None, limit: int = 500) -> list[Connection]:
+    """The agency's connections filtered like the admin's list: token status (valid, expiring within 30
+    days, expired), platform, workspace. Filter values are bound parameters, never SQL."""
+    from sqlalchemy import and_, case, or_
+
+    # When the client must reconnect: the refresh token's end if there is one, else the access token's.
+    # NULL (no known end) must count as "not expired", so every comparison is guarded (SQL NULL logic).
+    lapse = case((Connection.refresh_token_enc.is_not(None), Connection.refresh_expires_at),
+                 else_=Connection.token_expires_at)
+    expired = or_(Connection.health == Health.ERROR, and_(lapse.is_not(None), lapse <= now))
+    query = select(Connection).where(Connection.agency_id == agency_id)
+    if status == "expired":
+        query = query.where(expired)
+    elif status == "expiring":
+        query = query.where(~expired, lapse.is_not(None), lapse <= now + timedelta(days=30))
+    elif status == "valid":
+        query = query.where(~expired)
+    elif status != "all":
+        raise ValidationFailed("Unknown status filter.")
+    if platform:
+        query = query.where(Connection.platform == platform)
+    if workspace_id:
+        query = query.where(Connection.workspace_id == workspace_id)
+    return list(db.scalars(query.order_by(Connection.created_at.desc()).limit(limit)))
+
+
+def set_active(db: Session, agency_id: str, connection_id: str, active: bool, actor: Actor) -> Connection:
+    """Inactive connections stay connected and fresh but are not offered for new posts."""
+    connection = get_connection(db, agency_id, connection_id)
+    if connection.active != active:
+        connection.active = active
+        audit.record(db, agency_id, actor, "connection.activated" if active else "connection.deactivated",
+                     "connection", connection.id, platform=connection.platform)
+    return connection
+
+
 def get_connection(db: Session, agency_id: str, connection_id: str) -> Connection:
     connection = db.scalar(select(Connection).where(Connection.id == connection_id,
                                                     Connection.agency_id == agency_id))
