@@ -15,7 +15,7 @@ from flask_login import current_user, login_required
 from agency_admin import bp
 from portal import queue
 from portal.errors import PlatformError, RefreshBusy, ServiceUnavailable, ValidationFailed
-from portal.services import agencies, audit, connections, custom_platforms, links, platforms, tokens
+from portal.services import agencies, audit, connections, custom_platforms, links, notifications, platforms, tokens
 from portal.services.audit import Actor
 from portal.web import client_ip, db, deps, runtime
 
@@ -334,3 +334,29 @@ def delete_custom_platform(name: str) -> Any:
     db().commit()
     flash("Platform removed. Existing connections keep their tokens until disconnected.", "info")
     return redirect(url_for("agency_admin.custom_platforms_page"))
+
+
+@bp.app_context_processor
+def _unread() -> dict[str, Any]:
+    if request.blueprint == "agency_admin" and current_user.is_authenticated:
+        return {"unread_notifications": notifications.unread_count(db(), _agency_id())}
+    return {}
+
+
+@bp.get("/notifications")
+@login_required
+def notification_list() -> Any:
+    rows = notifications.recent(db(), _agency_id())
+    link_ids = [n.reconnect_link_id for n in rows if n.reconnect_link_id]
+    urls = {link.id: links.link_url(deps(), link) for link in links.list_links(db(), _agency_id())
+            if link.id in link_ids and link.state(deps().now()) == "active"}
+    return render_template("agency_admin/notifications.html", rows=rows, urls=urls,
+                           outbox=notifications.outbox(db(), _agency_id()), smtp=bool(deps().settings.smtp_url))
+
+
+@bp.post("/notifications/read")
+@login_required
+def mark_notifications_read() -> Any:
+    notifications.mark_read(db(), _agency_id(), deps().now(), request.form.get("id") or None)
+    db().commit()
+    return redirect(url_for("agency_admin.notification_list"))

@@ -38,6 +38,8 @@ ENV_DOC: dict[str, str] = {
     "PORTAL_SANDBOX_PLATFORMS": "1 to route every platform to the sandbox's stand-ins (default on outside production)",
     "PORTAL_APP_<GROUP>_CLIENT_ID / _CLIENT_SECRET": "the operator's default app per platform group "
                                                      "(FACEBOOK, GOOGLE, LINKEDIN, X, TIKTOK, ...)",
+    "PORTAL_SMTP_URL": "smtp://user:pass@host:587 (smtp+starttls://, smtps://); unset: mail stays in the outbox",
+    "PORTAL_MAIL_FROM": "sender of notification mail",
     "PORTAL_ALLOW_PRIVATE_URLS": "1 lets user-supplied URLs reach private addresses (default on outside production; "
                                  "refused in production)",
 }
@@ -81,6 +83,8 @@ class Settings:
     refresh_margin_seconds: int = 10 * 60
     login_rate_limit: str = "10 per minute"
     credential_rate_limit: str = "10 per minute"
+    smtp_url: str | None = None  # smtp://user:pass@host:port (or smtps://, smtp+starttls://); unset = local outbox
+    mail_from: str = "EasyConnect <no-reply@localhost>"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,7 +98,7 @@ class Settings:
     def sandbox_redirect_allowed_prefix(self) -> str:
         return self.sandbox_redirect_prefix or self.base_url.rstrip("/") + "/oauth/callback/"
 
-    def __repr__(self) -> str:  # never let keys reach a log or a traceback
+    def __repr__(self) -> str:  # never let keys (or the SMTP password) reach a log or a traceback
         return f"Settings(mode={self.mode!r}, base_url={self.base_url!r}, database={_redact_url(self.database_url)})"
 
 
@@ -196,6 +200,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
                              if key.startswith("PORTAL_APP_") and key.endswith("_BOT_TOKEN") and value},
         # The demo's sandbox lives on 127.0.0.1; production never lets user URLs reach private addresses.
         allow_private_urls=env.get("PORTAL_ALLOW_PRIVATE_URLS", sandbox_default) == "1",
+        smtp_url=env.get("PORTAL_SMTP_URL") or None,
+        mail_from=env.get("PORTAL_MAIL_FROM", "EasyConnect <no-reply@localhost>"),
     )
     settings = replace(settings, **overrides)
     validate(settings)

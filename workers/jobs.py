@@ -129,3 +129,27 @@ def poll_telegram(runtime: Runtime | None = None) -> int:
         return telegram.poll_bots(db, rt.deps, timeout=0, lock_wait=0.0)
     finally:
         db.close()
+
+
+def warn_expiring(runtime: Runtime | None = None) -> int:
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    try:
+        told = sweeps.warn_expiring(db, rt.deps, rt.deps.now())
+        db.commit()
+        return told
+    finally:
+        db.close()
+
+
+def send_outbox(runtime: Runtime | None = None) -> int:
+    from portal.services import notifications
+
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    try:
+        sent = notifications.send_outbox(db, rt.settings.smtp_url, rt.settings.mail_from, rt.deps.now())
+        db.commit()
+        return sent
+    finally:
+        db.close()

@@ -37,7 +37,7 @@ from portal.providers import ProviderSpec
 from portal.providers.adapters import Authorized, SubAccount
 from portal.security.crypto import column_context
 from portal.security.signing import constant_time_equals, hash_secret, random_id
-from portal.services import Deps, audit, links, platforms, schedule
+from portal.services import Deps, audit, links, notifications, platforms, schedule
 from portal.services.audit import Actor
 
 log = logging.getLogger(__name__)
@@ -354,6 +354,7 @@ def store_connection(db: Session, deps: Deps, attempt: ConnectAttempt, link: Con
     spec = platforms.spec_of(db, deps, link.agency_id, attempt.platform)
     connection = _find(db, *key)
     created = connection is None
+    was_error = connection is not None and connection.health == Health.ERROR
     if connection is None:
         connection = Connection(agency_id=link.agency_id, workspace_id=link.workspace_id, platform=attempt.platform,
                                 external_id=account.external_id, token_version=0)
@@ -380,6 +381,9 @@ def store_connection(db: Session, deps: Deps, attempt: ConnectAttempt, link: Con
     action = "connection.created" if created else "connection.reconnected"
     audit.record(db, link.agency_id, actor, action, "connection", connection.id, platform=attempt.platform,
                  account=account.handle or account.display_name, via_link=link.id)
+    if was_error:
+        audit.record(db, link.agency_id, actor, "connection.recovered", "connection", connection.id)
+        notifications.recovered(db, deps, connection)
     return connection
 
 

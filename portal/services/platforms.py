@@ -8,6 +8,7 @@ platform with no usable app is not offered, and ``availability`` says why.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 
 from sqlalchemy import select
@@ -168,6 +169,20 @@ def save_agency_app(db: Session, deps: Deps, agency_id: str, group: str, client_
     row.invalid_since = None
     audit.record(db, agency_id, actor, "provider_app.saved", "provider_app", row.id, platform=group)
     return row
+
+
+def mark_app_invalid(db: Session, agency_id: str, platform: str, now: datetime) -> None:
+    """The platform rejected the agency's own app: the app needs fixing, not each connection."""
+    spec = catalog_entry(platform)
+    group = spec.credential_group if spec else platform
+    row = _agency_apps(db, agency_id).get(group)
+    if row is not None and row.invalid_since is None:
+        row.invalid_since = now
+        audit.record(db, agency_id, audit.WORKER, "provider_app.rejected", "provider_app", row.id, platform=group)
+
+
+def catalog_entry(name: str) -> ProviderSpec | None:
+    return load_catalog().get(name)
 
 
 def remove_agency_app(db: Session, agency_id: str, group: str, actor: Actor) -> None:

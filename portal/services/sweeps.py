@@ -13,7 +13,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from portal.models import Connection, Health
-from portal.services import audit
+from portal.services import Deps, audit
 from portal.services.audit import WORKER
 
 STUCK_AFTER = timedelta(minutes=10)
@@ -43,3 +43,29 @@ def recover_stuck(db: Session, now: datetime) -> list[str]:
         audit.record(db, connection.agency_id, WORKER, "connection.refresh_interrupted", "connection", connection.id,
                      platform=connection.platform)
     return [c.id for c in stuck]
+
+
+WARN_DAYS = (1, 7, 14)
+
+
+def warn_expiring(db: Session, deps: Deps, now: datetime, limit: int = 5000) -> int:
+    """Tell the agency, at 14, 7 and 1 days, about connections that will lapse and cannot be refreshed
+    (fixed-lifetime refresh tokens, tokens without refresh). Each threshold is told once."""
+    from sqlalchemy import and_, or_
+
+    from portal.services import notifications
+
+    horizon = now + timedelta(days=max(WARN_DAYS))
+    rows = db.scalars(select(Connection).where(
+        Connection.refresh_due_at.is_(None), Connection.health != Health.ERROR,
+        or_(and_(Connection.refresh_token_enc.is_(None), Connection.token_expires_at > now,
+                 Connection.token_expires_at <= horizon),
+            and_(Connection.refresh_token_enc.is_not(None), Connection.refresh_expires_at > now,
+                 Connection.refresh_expires_at <= horizon))).limit(limit))
+    told = 0
+    for connection in rows:
+        lapse = connection.refresh_expires_at if connection.refresh_token_enc else connection.token_expires_at
+        assert lapse is not None
+        days = next(d for d in WARN_DAYS if lapse <= now + timedelta(days=d))
+        told += notifications.expiring(db, deps, connection, days, lapse)
+    return told

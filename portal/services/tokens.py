@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from portal.errors import NotFound, PlatformError, RefreshBusy
 from portal.models import Connection, Health
 from portal.oauth import TokenGrant
-from portal.services import Deps, audit, platforms, schedule
+from portal.services import Deps, audit, notifications, platforms, schedule
 from portal.services.audit import WORKER, Actor
 from portal.services.connections import read_tokens, spec_and_app, token_context
 
@@ -84,6 +84,7 @@ def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: i
     if not force and not is_due(connection, deps.now(), margin):
         return RefreshResult.NOT_DUE
     previous_health = connection.health if connection.health != Health.REFRESHING else Health.HEALTHY
+    was_error = connection.health == Health.ERROR
     connection.health = Health.REFRESHING
     connection.refresh_started_at = deps.now()
     spec, app = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
@@ -93,11 +94,11 @@ def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: i
         grant = platforms.adapter_for(deps, spec).refresh(spec, app, access_token, refresh_token, deps.now())
     except PlatformError as exc:
         return _record_failure(db, deps, connection_id, seen_version, previous_health, exc, actor)
-    return _save(db, deps, connection, seen_version, grant, actor)
+    return _save(db, deps, connection, seen_version, grant, actor, recovered_from_error=was_error)
 
 
 def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, grant: TokenGrant,
-          actor: Actor) -> RefreshResult:
+          actor: Actor, recovered_from_error: bool = False) -> RefreshResult:
     cipher, now = deps.cipher, deps.now()
     spec, _ = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
     lifetime = (connection.token_expires_at - connection.last_refreshed_at
@@ -130,6 +131,10 @@ def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, gr
     _share_with_siblings(db, deps, connection, grant, values)
     audit.record(db, connection.agency_id, actor, "connection.refreshed", "connection", connection.id,
                  platform=connection.platform, expires_at=grant.expires_at.isoformat() if grant.expires_at else None)
+    if recovered_from_error:
+        db.refresh(connection)
+        audit.record(db, connection.agency_id, actor, "connection.recovered", "connection", connection.id)
+        notifications.recovered(db, deps, connection)
     db.commit()
     return RefreshResult.REFRESHED
 
@@ -182,11 +187,17 @@ def _record_failure(db: Session, deps: Deps, connection_id: str, seen_version: i
             PlatformError.RATE_LIMITED: "The platform asked us to slow down; the refresh will be retried.",
             PlatformError.APP_MISCONFIGURED: "The platform rejected the app's credentials; check the app settings.",
         }.get(exc.kind, "The platform had a temporary problem; the refresh will be retried.")
+    if exc.kind == PlatformError.APP_MISCONFIGURED:
+        platforms.mark_app_invalid(db, connection.agency_id, connection.platform, deps.now())
     if connection.health == Health.ERROR:
         for row in [connection, *_siblings(db, connection)]:  # the shared grant is dead for all of them
+            was_error = row.health == Health.ERROR and row is not connection
             row.health, row.health_reason, row.refresh_started_at = Health.ERROR, connection.health_reason, None
+            row.refresh_due_at = None
             audit.record(db, row.agency_id, actor, "connection.health_changed", "connection", row.id,
                          health=row.health, reason=exc.kind)
+            if not was_error:
+                notifications.health_error(db, deps, row)
     db.commit()
     raise exc
 

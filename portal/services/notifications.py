@@ -1,0 +1,143 @@
+"""Telling the agency: once per state change of a connection, in the admin panel and by email.
+
+A notification is keyed by its state change (``dedupe_key``), so a connection that fails a hundred
+refreshes in a row produces one "needs reconnecting" notice, and temporary trouble none at all.
+Every notice about a connection that needs the client carries a one-click reconnect link.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from datetime import datetime
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal.models import Agency, Connection, Member, Notification, OutboxEmail
+from portal.services import Deps, links
+from portal.services.audit import WORKER
+
+log = logging.getLogger(__name__)
+NEEDS_CLIENT = ("health_error", "expiring")
+MAX_SEND_ATTEMPTS = 6
+
+
+def _name(connection: Connection) -> str:
+    return f"@{connection.handle}" if connection.handle else (connection.display_name or connection.external_id)
+
+
+def notify(db: Session, deps: Deps, connection: Connection, kind: str, dedupe: str, title: str, body: str) -> bool:
+    """Record one notice (and its emails) unless this state change was already told. Returns whether it was new."""
+    reconnect_url = None
+    link_id = None
+    with db.begin_nested() as savepoint:
+        notice = Notification(agency_id=connection.agency_id, connection_id=connection.id, kind=kind,
+                              dedupe_key=f"{kind}:{connection.id}:{dedupe}"[:120], title=title[:255], body=body)
+        db.add(notice)
+        try:
+            db.flush()
+        except IntegrityError:
+            savepoint.rollback()
+            return False
+        if kind.startswith(NEEDS_CLIENT):
+            link = links.create_reconnect_link(db, deps, connection.agency_id, connection.id, WORKER)
+            notice.reconnect_link_id, link_id = link.id, link.id
+            reconnect_url = links.link_url(deps, link)
+    _queue_emails(db, connection.agency_id, title, body, reconnect_url)
+    log.info("notified agency %s: %s (%s)", connection.agency_id, kind, link_id or "-")
+    return True
+
+
+def _queue_emails(db: Session, agency_id: str, title: str, body: str, reconnect_url: str | None) -> None:
+    agency = db.get(Agency, agency_id)
+    brand = agency.name if agency else "EasyConnect"
+    text = body + (f"\n\nSend this link to your client to reconnect (single use, 7 days):\n{reconnect_url}\n"
+                   if reconnect_url else "\n")
+    for email in db.scalars(select(Member.email).where(Member.agency_id == agency_id)):
+        db.add(OutboxEmail(agency_id=agency_id, to_address=email, subject=f"[{brand}] {title}"[:255],
+                           body_text=text + f"\n— {brand}, via EasyConnect\n"))
+
+
+def health_error(db: Session, deps: Deps, connection: Connection) -> bool:
+    return notify(db, deps, connection, "health_error", str(connection.token_version),
+                  f"{_name(connection)} on {connection.platform} needs reconnecting",
+                  f"{connection.display_name} ({connection.platform}) stopped working: {connection.health_reason}")
+
+
+def recovered(db: Session, deps: Deps, connection: Connection) -> bool:
+    return notify(db, deps, connection, "recovered", str(connection.token_version),
+                  f"{_name(connection)} on {connection.platform} works again",
+                  f"{connection.display_name} ({connection.platform}) was reconnected and is healthy again.")
+
+
+def expiring(db: Session, deps: Deps, connection: Connection, days: int, lapse: datetime) -> bool:
+    return notify(db, deps, connection, f"expiring_{days}", lapse.date().isoformat(),
+                  f"{_name(connection)} on {connection.platform} must be reconnected within {days} day"
+                  f"{'s' if days != 1 else ''}",
+                  f"The platform lets {connection.display_name} stay connected until "
+                  f"{lapse.strftime('%d %B %Y')}. After that the client has to sign in again.")
+
+
+# Reading and marking ------------------------------------------------------------------------------
+
+def unread_count(db: Session, agency_id: str) -> int:
+    return int(db.scalar(select(func.count()).select_from(Notification).where(
+        Notification.agency_id == agency_id, Notification.read_at.is_(None))) or 0)
+
+
+def recent(db: Session, agency_id: str, limit: int = 100) -> list[Notification]:
+    return list(db.scalars(select(Notification).where(Notification.agency_id == agency_id)
+                           .order_by(Notification.created_at.desc()).limit(limit)))
+
+
+def mark_read(db: Session, agency_id: str, now: datetime, notification_id: str | None = None) -> None:
+    query = update(Notification).where(Notification.agency_id == agency_id, Notification.read_at.is_(None))
+    if notification_id:
+        query = query.where(Notification.id == notification_id)
+    db.execute(query.values(read_at=now))
+
+
+def outbox(db: Session, agency_id: str, limit: int = 50) -> list[OutboxEmail]:
+    return list(db.scalars(select(OutboxEmail).where(OutboxEmail.agency_id == agency_id)
+                           .order_by(OutboxEmail.created_at.desc()).limit(limit)))
+
+
+# Sending ------------------------------------------------------------------------------------------
+
+def send_outbox(db: Session, smtp_url: str | None, sender: str, now: datetime, limit: int = 100) -> int:
+    """Send queued mail through SMTP (smtp://user:pass@host:port, smtps:// for TLS). Without SMTP the
+    mail stays in the outbox for the admin panel to show. Returns how many were sent."""
+    if not smtp_url:
+        return 0
+    pending = list(db.scalars(select(OutboxEmail).where(OutboxEmail.sent_at.is_(None),
+                                                        OutboxEmail.attempts < MAX_SEND_ATTEMPTS)
+                              .order_by(OutboxEmail.created_at).limit(limit)))
+    sent = 0
+    for mail in pending:
+        try:
+            _send(smtp_url, sender, mail)
+            mail.sent_at = now
+            sent += 1
+        except (OSError, smtplib.SMTPException) as exc:
+            mail.attempts += 1
+            mail.last_error = exc.__class__.__name__
+    return sent
+
+
+def _send(smtp_url: str, sender: str, mail: OutboxEmail) -> None:
+    parts = urlsplit(smtp_url)
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, mail.to_address, mail.subject
+    message.set_content(mail.body_text)
+    smtp_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
+    with smtp_class(parts.hostname or "localhost", parts.port or (465 if parts.scheme == "smtps" else 25),
+                    timeout=15) as smtp:
+        if parts.scheme == "smtp+starttls":
+            smtp.starttls()
+        if parts.username:
+            smtp.login(unquote(parts.username), unquote(parts.password or ""))
+        smtp.send_message(message)
