@@ -197,7 +197,7 @@ class Connection(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=1)
     refresh_started_at: Mapped[datetime | None] = mapped_column()
     last_refreshed_at: Mapped[datetime | None] = mapped_column()
-    last_checked_at: Mapped[datetime | None] = mapped_column()
+    last_checked_at: Mapped[datetime | None] = mapped_column(index=True)  # the daily check sweep pages on it
     connected_via_link_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -57,7 +57,7 @@ def enqueue(runtime: Runtime, name: str, *ids: str, retries: int = 3) -> str | N
     return identifier
 
 
-def enqueue_batch(runtime: Runtime, name: str, ids: list[str]) -> None:
+def enqueue_batch(runtime: Runtime, name: str, ids: list[str], kind: str = "refresh") -> None:
     """One job for many ids (inline without Redis). Its id is derived from the ids it carries."""
     if runtime.redis is None:
         _job(name)(*ids, runtime=runtime)
@@ -68,7 +68,7 @@ def enqueue_batch(runtime: Runtime, name: str, ids: list[str]) -> None:
             name, args=tuple(ids), job_id=job_id(name, digest), result_ttl=0, failure_ttl=3600, timeout=900)
     except RedisError:
         log.warning("could not enqueue %s: Redis unavailable", name)
-        release_markers(runtime, "refresh", ids)
+        release_markers(runtime, kind, ids)
 
 
 def claim_markers(runtime: Runtime, kind: str, ids: list[str], ttl: int = 900) -> list[str]:

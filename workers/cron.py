@@ -11,6 +11,7 @@ from portal.queue import DEFAULT_QUEUE
 from workers import jobs
 
 cron.register(jobs.sweep_refreshes, DEFAULT_QUEUE, interval=120, result_ttl=600)
+cron.register(jobs.sweep_checks, DEFAULT_QUEUE, interval=900, result_ttl=600)
 cron.register(jobs.recover_stuck_refreshes, DEFAULT_QUEUE, interval=300, result_ttl=600)
 cron.register(jobs.purge_expired_attempts, DEFAULT_QUEUE, interval=3600, result_ttl=600)
 cron.register(jobs.poll_telegram, DEFAULT_QUEUE, interval=5, result_ttl=60)

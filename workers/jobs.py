@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from portal import queue
 from portal.errors import PlatformError, PortalError, RefreshBusy
@@ -77,24 +78,54 @@ def sweep_refreshes(runtime: Runtime | None = None) -> int:
     """Find due connections and enqueue them in batches; returns how many were enqueued.
 
     Overlapping sweeps are harmless: a connection already queued holds a marker and is skipped."""
-    rt = _runtime(runtime)
+    return _sweep(_runtime(runtime), "refresh", sweeps.due_batch, "workers.jobs.refresh_batch")
+
+
+def sweep_checks(runtime: Runtime | None = None) -> int:
+    """Find connections not checked for a day and enqueue their health checks in batches."""
+    return _sweep(_runtime(runtime), "check", sweeps.check_batch, "workers.jobs.check_batch")
+
+
+def _sweep(rt: Runtime, kind: str, find: Any, job: str) -> int:
     enqueued, after = 0, None
     db = rt.session_factory()
     try:
         while enqueued < MAX_PER_SWEEP:
-            batch = sweeps.due_batch(db, rt.deps.now(), limit=1000, after=after)
+            batch = find(db, rt.deps.now(), limit=1000, after=after)
             db.rollback()
             if not batch:
                 break
             after = batch[-1]
-            fresh = queue.claim_markers(rt, "refresh", [cid for _, cid in batch])
+            fresh = queue.claim_markers(rt, kind, [cid for _, cid in batch])
             for start in range(0, len(fresh), BATCH_SIZE):
                 chunk = fresh[start:start + BATCH_SIZE]
-                queue.enqueue_batch(rt, "workers.jobs.refresh_batch", chunk)
+                queue.enqueue_batch(rt, job, chunk, kind=kind)
                 enqueued += len(chunk)
     finally:
         db.close()
     return enqueued
+
+
+def check_batch(*connection_ids: str, runtime: Runtime | None = None) -> dict[str, int]:
+    """Health-check ``connection_ids``, REFRESH_THREADS at a time."""
+    rt = _runtime(runtime)
+
+    def one(connection_id: str) -> str:
+        db = rt.session_factory()
+        try:
+            return tokens.check_connection(db, rt.deps, connection_id)
+        except PortalError as exc:
+            return f"failed:{exc.code}"
+        finally:
+            db.close()
+            queue.release_marker(rt, "check", connection_id)
+
+    with ThreadPoolExecutor(max_workers=min(REFRESH_THREADS, max(1, len(connection_ids)))) as pool:
+        outcomes = list(pool.map(one, connection_ids))
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
 
 
 def recover_stuck_refreshes(runtime: Runtime | None = None) -> int:

@@ -30,6 +30,20 @@ def due_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | Non
     return [(due, cid) for due, cid in db.execute(query)]
 
 
+CHECK_EVERY = timedelta(days=1)
+
+
+def check_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Cursor]:
+    """Connections not checked for a day, oldest check first, keyset-paged on the last_checked_at index
+    (every connection gets last_checked_at when it is stored)."""
+    checked = Connection.last_checked_at
+    query = (select(checked, Connection.id).where(checked < now - CHECK_EVERY, Connection.health != Health.REFRESHING)
+             .order_by(checked, Connection.id).limit(limit))
+    if after is not None:
+        query = query.where(tuple_(checked, Connection.id) > after)
+    return [(when, cid) for when, cid in db.execute(query)]
+
+
 def recover_stuck(db: Session, now: datetime) -> list[str]:
     """Connections left Refreshing by a killed worker. Their tokens may or may not have been used, so
     they are shown as Warning (never Healthy) and refreshed again at once: the refresh either works

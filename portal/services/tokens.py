@@ -202,6 +202,73 @@ def _record_failure(db: Session, deps: Deps, connection_id: str, seen_version: i
     raise exc
 
 
+# The daily health check ------------------------------------------------------------------------------
+
+DEGRADED = "The platform is having trouble; posting may be delayed. Checked again within the hour."
+
+
+def check_connection(db: Session, deps: Deps, connection_id: str) -> str:
+    """Ask the platform, with its cheapest call, whether the connection still works.
+
+    A dead access token of a refreshable connection is left to a refresh (scheduled now); a lost
+    permission, or a dead token that cannot be refreshed, makes the connection Error (told once);
+    temporary trouble shows as Warning ("degraded") and is checked again soon. A check never turns
+    an Error back to Healthy: only a successful refresh or a reconnect proves the grant is alive."""
+    connection = _load(db, connection_id, None)
+    if connection is None or connection.health == Health.REFRESHING:
+        return "skipped"
+    spec, app = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
+    adapter = platforms.adapter_for(deps, spec)
+    access, _ = read_tokens(deps, connection)
+    seen_version, external_id = connection.token_version, connection.external_id
+    db.commit()
+    try:
+        adapter.check(spec, access, app=app, external_id=external_id)
+    except PlatformError as exc:
+        return _record_check_failure(db, deps, connection_id, seen_version, adapter.can_refresh(
+            spec, connection.refresh_token_enc is not None), exc)
+    connection = _load(db, connection_id, None)
+    if connection is not None:
+        connection.last_checked_at = deps.now()
+        if connection.health == Health.WARNING and connection.health_reason == DEGRADED:
+            connection.health, connection.health_reason = Health.HEALTHY, ""
+        db.commit()
+    return "ok"
+
+
+def _record_check_failure(db: Session, deps: Deps, connection_id: str, seen_version: int, refreshable: bool,
+                          exc: PlatformError) -> str:
+    now = deps.now()
+    connection = _load(db, connection_id, None)
+    if connection is None or connection.token_version != seen_version:
+        return "changed"  # refreshed or reconnected meanwhile: the next check looks again
+    if exc.kind == PlatformError.TOKEN_INVALID and refreshable:
+        connection.refresh_due_at, connection.last_checked_at = now, now
+        db.commit()
+        return "refresh_due"
+    if exc.kind in (PlatformError.TOKEN_INVALID, PlatformError.PERMISSION_LOST):
+        connection.last_checked_at = now
+        if connection.health != Health.ERROR:
+            connection.health = Health.ERROR
+            connection.health_reason = ("A permission this connection needs was removed. The client needs to "
+                                        "reconnect." if exc.kind == PlatformError.PERMISSION_LOST else
+                                        "The platform no longer accepts this connection. The client needs to "
+                                        "reconnect.")
+            connection.refresh_due_at = None
+            audit.record(db, connection.agency_id, WORKER, "connection.health_changed", "connection", connection.id,
+                         health=connection.health, reason=exc.kind)
+            notifications.health_error(db, deps, connection)
+        db.commit()
+        return f"error:{exc.kind}"
+    if exc.kind == PlatformError.APP_MISCONFIGURED:
+        platforms.mark_app_invalid(db, connection.agency_id, connection.platform, now)
+    elif connection.health == Health.HEALTHY:
+        connection.health, connection.health_reason = Health.WARNING, DEGRADED
+    connection.last_checked_at = now - timedelta(hours=23)  # look again within the hour
+    db.commit()
+    return f"retry:{exc.kind}"
+
+
 # Health as users see it ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

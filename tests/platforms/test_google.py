@@ -136,8 +136,8 @@ def test_youtube_health_check_and_its_failures(client, db, runtime, live_sandbox
     _, _, [row] = _connect_picked(client, db, runtime, "youtube", "sbx-1001")
     adapter, spec, _, access, _ = _adapter(db, runtime, row)
     adapter.check(spec, access)
-    adapter.check(spec, access, "UCbluebottle0001")
-    assert _failure(lambda: adapter.check(spec, access, "UCnorthwind00002")).kind == PlatformError.PERMISSION_LOST
+    adapter.check(spec, access, external_id="UCbluebottle0001")
+    assert _failure(lambda: adapter.check(spec, access, external_id="UCnorthwind00002")).kind == PlatformError.PERMISSION_LOST
     try:
         live_sandbox.fail("userinfo", "rate_limited")  # YouTube throttles with 403 rateLimitExceeded
         throttled = _failure(lambda: adapter.check(spec, access))
@@ -227,17 +227,17 @@ def test_business_information_requires_a_read_mask(client, db, runtime, live_san
 def test_business_health_check_reads_the_location(client, db, runtime, live_sandbox):
     _, _, rows = _connect_picked(client, db, runtime, "gmb", "sbx-1001", ["locations/51001"])
     adapter, spec, _, access, _ = _adapter(db, runtime, rows[0])
-    adapter.check(spec, access, "locations/51001")
+    adapter.check(spec, access, external_id="locations/51001")
     adapter.check(spec, access)
-    lost = _failure(lambda: adapter.check(spec, access, "locations/52001"))  # another person's location
-    removed = _failure(lambda: adapter.check(spec, access, "locations/59999"))
+    lost = _failure(lambda: adapter.check(spec, access, external_id="locations/52001"))  # another person's location
+    removed = _failure(lambda: adapter.check(spec, access, external_id="locations/59999"))
     assert (lost.kind, lost.platform_code) == (PlatformError.PERMISSION_LOST, "PERMISSION_DENIED")
     assert (removed.kind, removed.platform_code) == (PlatformError.PERMISSION_LOST, "NOT_FOUND")
     try:
         live_sandbox.fail("userinfo", "rate_limited")  # Business Profile throttles with 429 RESOURCE_EXHAUSTED
-        throttled = _failure(lambda: adapter.check(spec, access, "locations/51001"))
+        throttled = _failure(lambda: adapter.check(spec, access, external_id="locations/51001"))
         live_sandbox.fail("userinfo", "server_error")
-        down = _failure(lambda: adapter.check(spec, access, "locations/51001"))
+        down = _failure(lambda: adapter.check(spec, access, external_id="locations/51001"))
     finally:
         live_sandbox.reset()
     assert (throttled.kind, throttled.retry_after) == (PlatformError.RATE_LIMITED, 30.0)

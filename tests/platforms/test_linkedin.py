@@ -173,8 +173,8 @@ def test_versioned_rest_calls_need_both_headers(client, db, runtime, live_sandbo
 def test_page_health_check_and_linkedins_errors(client, db, runtime, live_sandbox):
     _, rows = _pages(client, db, runtime, "sbx-1002", ["72001"])
     adapter, spec, _, access, refresh = _adapter(db, runtime, rows[0])
-    adapter.check(spec, access, "72001")
-    lost = _failure(lambda: adapter.check(spec, access, "71001"))  # another member's organization
+    adapter.check(spec, access, external_id="72001")
+    lost = _failure(lambda: adapter.check(spec, access, external_id="71001"))  # another member's organization
     assert lost.kind == PlatformError.PERMISSION_LOST
     try:
         live_sandbox.fail("userinfo", "rate_limited")
@@ -201,7 +201,7 @@ def test_disconnecting_one_page_keeps_the_members_token_for_the_others(client, d
     gone.revoke()
     assert live_sandbox.counters().get("revocations", 0) == revocations
     adapter, spec, _, access, _ = _adapter(db, runtime, rows[1])
-    adapter.check(spec, access, "72002")
+    adapter.check(spec, access, external_id="72002")
     assert tokens.refresh_connection(db, runtime.deps, rows[1].id, force=True) == RefreshResult.REFRESHED
 
 

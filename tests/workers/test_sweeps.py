@@ -136,3 +136,58 @@ def test_purge_removes_old_attempts(client, db, runtime):
     db.execute(update(ConnectAttempt).values(expires_at=runtime.deps.now() - timedelta(days=2)))
     db.commit()
     assert jobs.purge_expired_attempts(runtime=runtime) == 1
+
+
+def _age_checks(db, ids, runtime, hours=25):
+    db.execute(update(Connection).where(Connection.id.in_(ids))
+               .values(last_checked_at=runtime.deps.now() - timedelta(hours=hours)))
+    db.commit()
+
+
+def test_daily_check_sweep_checks_stale_connections(client, db, runtime):
+    _, ids = _connections(client, db, runtime)
+    _age_checks(db, ids[:2], runtime)
+    assert jobs.sweep_checks(runtime=runtime) == 2
+    rows = {i: fresh(db).get(Connection, i) for i in ids}
+    assert all(rows[i].last_checked_at > runtime.deps.now() - timedelta(minutes=1) for i in ids[:2])
+    assert jobs.sweep_checks(runtime=runtime) == 0
+
+
+def test_check_of_a_revoked_token_schedules_a_refresh_and_outage_shows_degraded(client, db, runtime, live_sandbox):
+    _, [cid, *_] = _connections(client, db, runtime, ("sbx-1001",))
+    live_sandbox.fail("userinfo", "revoked")
+    try:
+        assert tokens.check_connection(db, runtime.deps, cid) == "refresh_due"
+    finally:
+        live_sandbox.reset()
+    assert fresh(db).get(Connection, cid).refresh_due_at <= runtime.deps.now()
+    live_sandbox.fail("userinfo", "server_error")
+    try:
+        assert tokens.check_connection(db, runtime.deps, cid).startswith("retry:")
+    finally:
+        live_sandbox.reset()
+    row = fresh(db).get(Connection, cid)
+    assert row.health == Health.WARNING and "trouble" in row.health_reason
+    assert tokens.check_connection(db, runtime.deps, cid) == "ok"
+    assert fresh(db).get(Connection, cid).health == Health.HEALTHY
+
+
+def test_check_of_a_page_whose_permission_is_gone_marks_it_error_once(client, db, runtime, live_sandbox):
+    from portal.models import Notification
+    from tests.helpers import all_platforms_link, select
+
+    _, workspace, _, path = all_platforms_link(db, runtime.deps, ["facebook"])
+    select(client, connect(client, path, platform="facebook").headers["Location"], ["9001001"])
+    [page] = connections_in(db, workspace.id)
+    live_sandbox.fail("userinfo", "revoked", times=10)
+    try:
+        assert tokens.check_connection(db, runtime.deps, page.id) == "error:token_invalid"
+        assert tokens.check_connection(db, runtime.deps, page.id) == "error:token_invalid"
+    finally:
+        live_sandbox.reset()
+    row = fresh(db).get(Connection, page.id)
+    assert row.health == Health.ERROR
+    assert len(db.scalars(select_(Notification)).all()) == 1
+
+
+from sqlalchemy import select as select_  # noqa: E402

@@ -93,8 +93,12 @@ class Adapter:
         if token:
             self.oauth.revoke(spec, app, token)
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
-        """The platform's cheapest identity call; raises PlatformError when the token is not usable."""
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
+        """The platform's cheapest call proving the connection still works (the daily health check);
+        raises PlatformError. ``external_id`` is the connection's account (a page, channel, location...)."""
+        if not access_token:
+            raise PlatformError(PlatformError.TOKEN_INVALID, "this connection holds no token")
         self.identify(spec, TokenGrant(access_token, None, None, None, ()))
 
 

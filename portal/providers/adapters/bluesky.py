@@ -278,5 +278,6 @@ class Bluesky(Adapter):
             if exc.kind != PlatformError.TOKEN_INVALID:  # an already dead session is revoked enough
                 raise
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         _check_active(self._xrpc(spec, "GET", GET_SESSION, token=access_token))

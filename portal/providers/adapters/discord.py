@@ -159,11 +159,11 @@ class Discord(Adapter):
             self.oauth.call_json("POST", spec.revoke_url, "revocation", data={"token": token, "token_type_hint": hint},
                                  auth=_basic(app), classify=classify_discord_error)
 
-    def check(self, spec: ProviderSpec, access_token: str, *, app: AppCredentials | None = None,
-              guild_id: str | None = None) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None, guild_id: str | None = None) -> None:
         """With the app and the guild: the bot is still in that server (``GET /guilds/{id}``, bot token).
         Without them (the base protocol's call): the person's token still works (``GET /oauth2/@me``)."""
-        guild = _snowflake(guild_id)
+        guild = _snowflake(guild_id or external_id)
         if app is not None and guild is not None:
             self._bot_call(spec, app, f"guilds/{guild}", "health check")
             return

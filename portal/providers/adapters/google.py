@@ -113,7 +113,8 @@ class YouTube(GoogleAdapter):
                            avatar_url=_url(pluck(item, "snippet.thumbnails.default.url")))
                 for item in data.get("items") or [] if isinstance(item, dict) and item.get("id")]
 
-    def check(self, spec: ProviderSpec, access_token: str, external_id: str | None = None) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         """``channels?part=id&mine=true`` (1 quota unit); with the connection's channel id, also that the
         token still reaches that channel."""
         data = self.get(self.channels_url(spec), access_token, "health check", {"part": "id", "mine": "true"})
@@ -145,7 +146,8 @@ class BusinessProfile(GoogleAdapter):
                     found.setdefault(sub.external_id, sub)  # a location seen through two accounts is one
         return list(found.values())
 
-    def check(self, spec: ProviderSpec, access_token: str, external_id: str | None = None) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         """``GET v1/{location}?readMask=name`` for the connection's location; without one, the account list."""
         if external_id is not None and _LOCATION_NAME.fullmatch(external_id):
             self.get(f"{spec.base_url}/v1/{external_id}", access_token, "health check", {"readMask": "name"})

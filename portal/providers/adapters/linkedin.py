@@ -90,7 +90,8 @@ class LinkedInPages(Adapter):
                                    kind="organization", handle=str(org.get("vanityName") or "")[:255]))
         return subs
 
-    def check(self, spec: ProviderSpec, access_token: str, external_id: str | None = None) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         """``/v2/userinfo`` for the token; with the connection's organization id, also that the member
         still administers it (a lost role is a lost sub-account, not a dead token)."""
         self.identify(spec, TokenGrant(access_token, None, None, None, ()))

@@ -176,5 +176,6 @@ class Mastodon(Adapter):
             self._json(spec, "POST", spec.revoke_url, "revocation", data={
                 "client_id": app.client_id, "client_secret": app.client_secret, "token": access_token})
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         self.identify(spec, TokenGrant(access_token, None, None, None, ()))

@@ -103,7 +103,8 @@ class FacebookPages(Adapter):
     def can_refresh(self, spec: ProviderSpec, has_refresh_token: bool) -> bool:
         return False  # Page tokens made from a long-lived user token do not expire
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         self.oauth.call_json("GET", f"{spec.base_url}/me?fields=id", "health check", token=access_token,
                              classify=classify_graph_error)
 
@@ -170,7 +171,8 @@ class LongLivedExchange(Adapter):
                                     params={"grant_type": self.refresh_grant, "access_token": access_token})
         return grant_from(data, spec, now, ())
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         self.identify(spec, TokenGrant(access_token, None, None, None, ()))
 
     def revoke(self, spec: ProviderSpec, app: AppCredentials, access_token: str | None,

@@ -131,7 +131,8 @@ class Pinterest(Adapter):
         # the user removes the app under their Pinterest settings.
         return
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         self.oauth.call_json("GET", spec.userinfo_url, "health check", token=access_token,
                              classify=classify_pinterest_error)
 

@@ -185,6 +185,12 @@ class Telegram(Adapter):
                refresh_token: str | None) -> None:
         return  # there is no per-connection grant; the bot stays admin until the client removes it
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
-        raise NotImplementedError("Telegram connections hold no token: check them with "
-                                  "portal.services.telegram.check_connection (getChat + getChatMember)")
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
+        """A chat holds no token: the bot (the app's token) must still see the chat and may publish there."""
+        if app is None or external_id is None:
+            raise PlatformError(PlatformError.APP_MISCONFIGURED, "a Telegram check needs the bot and the chat")
+        checked = self.check_chat(spec, app, external_id)
+        if checked.problem:
+            raise PlatformError(PlatformError.PERMISSION_LOST, "the bot may no longer publish here "
+                                f"({checked.problem})", platform_code=checked.problem)

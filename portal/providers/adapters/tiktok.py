@@ -119,7 +119,8 @@ class TikTok(Adapter):
                                  data={"client_key": app.client_id, "client_secret": app.client_secret,
                                        "token": token})
 
-    def check(self, spec: ProviderSpec, access_token: str) -> None:
+    def check(self, spec: ProviderSpec, access_token: str | None, *, app: AppCredentials | None = None,
+              external_id: str | None = None) -> None:
         self._user_info(spec, access_token, ["open_id"], "health check")
 
     # TikTok's wire format ---------------------------------------------------------------------------
