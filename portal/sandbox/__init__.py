@@ -45,7 +45,7 @@ class SandboxBase(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime()}
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SandboxMeta(SandboxBase):
@@ -94,13 +94,15 @@ class SandboxCounter(SandboxBase):
 
 
 class SandboxSwitch(SandboxBase):
-    """A failure switch: the next ``remaining`` calls to ``endpoint`` fail with ``mode``."""
+    """A failure switch: the next ``remaining`` calls to ``endpoint`` fail with ``mode``; every call to it
+    first waits ``latency_ms`` (a platform far away, for benchmarks)."""
 
     __tablename__ = "sandbox_switches"
 
     endpoint: Mapped[str] = mapped_column(String(20), primary_key=True)
     mode: Mapped[str] = mapped_column(String(20))
     remaining: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class SandboxError(Exception):
@@ -333,13 +335,30 @@ class SandboxServer:
         with self.sessions.begin() as db:
             db.merge(SandboxSwitch(endpoint=endpoint, mode=mode, remaining=times))
 
+    def set_latency(self, endpoint: str, latency_ms: int) -> None:
+        """Added latency for every call to ``endpoint``, kept apart from its failure switch."""
+        if endpoint not in ("token", "userinfo") or not 0 <= latency_ms <= 10_000:
+            raise SandboxError("invalid_request")
+        with self.sessions.begin() as db:
+            switch = db.get(SandboxSwitch, endpoint)
+            if switch is None:
+                db.add(SandboxSwitch(endpoint=endpoint, mode="none", remaining=0, latency_ms=latency_ms))
+            else:
+                switch.latency_ms = latency_ms
+
     def _maybe_fail(self, endpoint: str) -> None:
         with self.sessions.begin() as db:
             switch = db.get(SandboxSwitch, endpoint)
-            if switch is None or switch.remaining <= 0 or switch.mode == "none":
+            if switch is None:
                 return
-            switch.remaining -= 1
-            mode = switch.mode
+            delay, mode = switch.latency_ms / 1000, "none"
+            if switch.remaining > 0 and switch.mode != "none":
+                switch.remaining -= 1
+                mode = switch.mode
+        if delay:
+            threading.Event().wait(delay)  # outside the transaction: SQLite must not stay locked meanwhile
+        if mode == "none":
+            return
         if mode == "slow":
             threading.Event().wait(2.0)
             return

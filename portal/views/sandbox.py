@@ -140,10 +140,15 @@ def control_state() -> Any:
 
 @bp.post("/_control")
 def control() -> Any:
-    """Failure switches: {"endpoint": "token"|"userinfo", "mode": "server_error"|..., "times": n}."""
+    """Failure switches: {"endpoint": "token"|"userinfo", "mode": "server_error"|..., "times": n};
+    added latency: {"endpoint": "token"|"userinfo", "latency_ms": n} (0 turns it off)."""
     data = request.get_json(silent=True) or {}
+    endpoint = str(data.get("endpoint", ""))
     try:
-        server().set_switch(str(data.get("endpoint", "")), str(data.get("mode", "")), int(data.get("times", 1)))
+        if "latency_ms" in data:
+            server().set_latency(endpoint, int(data["latency_ms"]))
+        else:
+            server().set_switch(endpoint, str(data.get("mode", "")), int(data.get("times", 1)))
     except (SandboxError, ValueError):
         return jsonify(error="invalid_request"), 400
     return jsonify(ok=True)

@@ -137,7 +137,8 @@ def test_youtube_health_check_and_its_failures(client, db, runtime, live_sandbox
     adapter, spec, _, access, _ = _adapter(db, runtime, row)
     adapter.check(spec, access)
     adapter.check(spec, access, external_id="UCbluebottle0001")
-    assert _failure(lambda: adapter.check(spec, access, external_id="UCnorthwind00002")).kind == PlatformError.PERMISSION_LOST
+    lost = _failure(lambda: adapter.check(spec, access, external_id="UCnorthwind00002"))
+    assert lost.kind == PlatformError.PERMISSION_LOST
     try:
         live_sandbox.fail("userinfo", "rate_limited")  # YouTube throttles with 403 rateLimitExceeded
         throttled = _failure(lambda: adapter.check(spec, access))
