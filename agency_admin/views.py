@@ -174,14 +174,31 @@ def refresh_connection(connection_id: str) -> Any:
     db().commit()
     rt = runtime()
     if rt.redis is not None:
-        queue.enqueue(rt, "workers.jobs.refresh_connection_now", conn.id)
-        flash("Refresh queued. The page shows the new expiry once it is done.", "info")
+        if queue.enqueue(rt, "workers.jobs.refresh_connection_now", conn.id):
+            flash("Refresh queued. The page shows the new expiry once it is done.", "info")
+        else:
+            flash("Background jobs are unavailable right now; the connection was not refreshed. Try again soon.",
+                  "error")
     else:
         try:
             tokens.refresh_connection(db(), rt.deps, conn.id, agency_id=_agency_id(), force=True, actor=_actor())
             flash("Connection refreshed.", "success")
         except (PlatformError, RefreshBusy, ServiceUnavailable) as exc:
             flash(f"Refresh did not complete: {exc.public_message}", "error")
+    return redirect(url_for("agency_admin.connection", connection_id=conn.id))
+
+
+@bp.post("/connections/<connection_id>/check")
+@login_required
+def check_connection(connection_id: str) -> Any:
+    conn = connections.get_connection(db(), _agency_id(), connection_id)
+    db().commit()
+    outcome = tokens.check_connection(db(), deps(), conn.id)
+    messages = {"ok": ("The platform confirms the connection works.", "success"),
+                "refresh_due": ("The access token was no longer accepted; a refresh is scheduled.", "info"),
+                "changed": ("The connection changed meanwhile; check again.", "info")}
+    message, category = messages.get(outcome, (f"The check found a problem ({outcome.split(':', 1)[-1]}).", "error"))
+    flash(message, category)
     return redirect(url_for("agency_admin.connection", connection_id=conn.id))
 
 

@@ -45,6 +45,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         WTF_CSRF_SSL_STRICT=settings.secure_cookies,
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         RATELIMIT_HEADERS_ENABLED=True,
+        # Redis down must not take logins and client pages down with it: count in memory meanwhile.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
         EASYCONNECT_SETTINGS=settings,
     )
     if settings.trusted_proxies:

@@ -165,6 +165,8 @@ def demo(host: str, port: int, no_serve: bool) -> None:
                f"jobs {'on RQ' if rt.redis else 'inline'}, sandbox platform on)")
     click.echo(f"Admin: {rt.settings.base_url}/admin/ ({email} / {password})")
     click.echo(f"EasyConnect link: {url}")
+    click.echo(f"Sandbox controls (make platforms fail, to see every health state): "
+               f"{rt.settings.sandbox_url}/controls")
     sys.stdout.flush()
     if not no_serve:
         app.run(host=host, port=port, threaded=True, use_reloader=False)

@@ -6,9 +6,9 @@ import base64
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
-from portal.sandbox import ACCOUNTS_BY_ID, DEMO_ACCOUNTS, SandboxError, SandboxServer, avatar_svg
+from portal.sandbox import ACCOUNTS_BY_ID, DEMO_ACCOUNTS, FAILURE_MODES, SandboxError, SandboxServer, avatar_svg
 from portal.views import sandbox_platforms
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
@@ -178,3 +178,24 @@ def openid_configuration() -> Any:
                    revocation_endpoint=f"{base}/sandbox/oauth/revoke", response_types_supported=["code"],
                    code_challenge_methods_supported=["S256"], scopes_supported=["profile", "publish"],
                    token_endpoint_auth_methods_supported=["client_secret_basic", "client_secret_post"])
+
+
+@bp.get("/controls")
+def controls_page() -> Any:
+    """A page to make the sandbox platforms misbehave, so the demo can show every health state."""
+    return render_template("sandbox/controls.html", modes=[m for m in FAILURE_MODES if m != "none"],
+                           counters=server().counters())
+
+
+@bp.post("/controls")
+def controls_submit() -> Any:
+    form = request.form
+    try:
+        if form.get("mode") == "none":
+            for endpoint in ("token", "userinfo"):
+                server().set_switch(endpoint, "none", 0)
+        else:
+            server().set_switch(form.get("endpoint", ""), form.get("mode", ""), int(form.get("times", "1")))
+    except (SandboxError, ValueError):
+        return render_template("sandbox/error.html", error="That switch does not exist."), 400
+    return redirect(url_for("sandbox.controls_page"), 303)

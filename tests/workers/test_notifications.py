@@ -115,3 +115,25 @@ def test_outbox_is_sent_over_smtp(client, db, runtime, live_sandbox):
     assert sent == 1
     assert b"needs reconnecting" in b"".join(_SMTPHandler.received)
     assert fresh(db).scalar(select(OutboxEmail)).sent_at is not None
+
+
+def test_demo_controls_and_check_now_show_error_and_degraded(client, db, runtime, live_sandbox):
+    member, _, cid = _connected(client, db, runtime)
+    page = requests.get(live_sandbox.url + "/sandbox/controls", timeout=5)
+    assert page.status_code == 200 and "Make the platforms misbehave" in page.text
+    requests.post(live_sandbox.url + "/sandbox/controls", data={"endpoint": "userinfo", "mode": "server_error",
+                                                                  "times": "5"}, timeout=5)
+    login(client, member.email)
+    token = csrf_from(client)
+    try:
+        page = client.post(f"/admin/connections/{cid}/check", data={"csrf_token": token},
+                           follow_redirects=True).get_data(as_text=True)
+    finally:
+        requests.post(live_sandbox.url + "/sandbox/controls", data={"mode": "none"}, timeout=5)
+    assert "Warning" in page and "having trouble" in page
+    page = client.post(f"/admin/connections/{cid}/check", data={"csrf_token": token},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "confirms the connection works" in page and "Healthy" in page
+
+
+import requests  # noqa: E402
