@@ -77,6 +77,8 @@ class Settings:
     # Let user-supplied URLs (Mastodon, Bluesky PDS, custom OIDC) reach private addresses: dev and tests only.
     allow_private_urls: bool = False
     platform_timeout: float = 15.0
+    # At most this many sweep refreshes per second per platform, across all workers.
+    platform_refreshes_per_second: int = 50
     attempt_lifetime: int = 15 * 60
     refresh_lock_seconds: int = 60
     # Refresh a rotating short-lived token this long before it expires.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,15 +58,15 @@ def enqueue(runtime: Runtime, name: str, *ids: str, retries: int = 3) -> str | N
     return identifier
 
 
-def enqueue_batch(runtime: Runtime, name: str, ids: list[str], kind: str = "refresh") -> None:
-    """One job for many ids (inline without Redis). Its id is derived from the ids it carries."""
+def enqueue_batch(runtime: Runtime, name: str, ids: list[str], kind: str = "refresh", platform: str = "") -> None:
+    """One job for many ids of one platform (inline without Redis). Its id derives from what it carries."""
     if runtime.redis is None:
-        _job(name)(*ids, runtime=runtime)
+        _job(name)(platform, *ids, runtime=runtime)
         return
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24]
+    digest = hashlib.sha256("\n".join([platform, *ids]).encode()).hexdigest()[:24]
     try:
         Queue(DEFAULT_QUEUE, connection=runtime.redis).enqueue_call(
-            name, args=tuple(ids), job_id=job_id(name, digest), result_ttl=0, failure_ttl=3600, timeout=900)
+            name, args=(platform, *ids), job_id=job_id(name, digest), result_ttl=0, failure_ttl=3600, timeout=900)
     except RedisError:
         log.warning("could not enqueue %s: Redis unavailable", name)
         release_markers(runtime, kind, ids)
@@ -83,6 +84,22 @@ def claim_markers(runtime: Runtime, kind: str, ids: list[str], ttl: int = 900) -
     except RedisError:
         return []  # without Redis nothing can be deduplicated: leave the work to the next sweep
     return [item for item, fresh in zip(ids, results, strict=True) if fresh]
+
+
+def take_platform_slot(runtime: Runtime, platform: str, per_second: int) -> bool:
+    """A fixed one-second window per platform across every worker, so one sweep cannot flood one
+    platform. Without Redis there is one process and no sweep, so there is nothing to share."""
+    if runtime.redis is None:
+        return True
+    key = f"easyconnect:rate:{platform}:{int(time.time())}"
+    try:
+        with runtime.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 2)
+            count, _ = pipe.execute()
+    except RedisError:
+        return True  # the refresh itself fails closed on the lock if Redis is really gone
+    return int(count) <= per_second
 
 
 def release_marker(runtime: Runtime, kind: str, item: str) -> None:

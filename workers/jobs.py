@@ -54,12 +54,15 @@ def _refresh(connection_id: str, runtime: Runtime, force: bool, raise_temporary:
     return str(result)
 
 
-def refresh_batch(*connection_ids: str, runtime: Runtime | None = None) -> dict[str, int]:
-    """Refresh the due connections among ``connection_ids``, REFRESH_THREADS at a time."""
+def refresh_batch(platform: str, *connection_ids: str, runtime: Runtime | None = None) -> dict[str, int]:
+    """Refresh the due connections of one platform, REFRESH_THREADS at a time, within the platform's
+    rate (shared by every worker through Redis)."""
     rt = _runtime(runtime)
 
     def one(connection_id: str) -> str:
         try:
+            if not queue.take_platform_slot(rt, platform, rt.settings.platform_refreshes_per_second):
+                return "deferred"  # the platform's share of this second is used up: the next sweep takes it
             return _refresh(connection_id, rt, force=False, raise_temporary=False)
         except PortalError as exc:
             return f"failed:{exc.code}"
@@ -95,18 +98,23 @@ def _sweep(rt: Runtime, kind: str, find: Any, job: str) -> int:
             db.rollback()
             if not batch:
                 break
-            after = batch[-1]
-            fresh = queue.claim_markers(rt, kind, [cid for _, cid in batch])
-            for start in range(0, len(fresh), BATCH_SIZE):
-                chunk = fresh[start:start + BATCH_SIZE]
-                queue.enqueue_batch(rt, job, chunk, kind=kind)
-                enqueued += len(chunk)
+            after = batch[-1][:2]
+            fresh = set(queue.claim_markers(rt, kind, [cid for _, cid, _ in batch]))
+            by_platform: dict[str, list[str]] = {}
+            for _, cid, platform in batch:
+                if cid in fresh:
+                    by_platform.setdefault(platform, []).append(cid)
+            for platform, ids in by_platform.items():
+                for start in range(0, len(ids), BATCH_SIZE):
+                    chunk = ids[start:start + BATCH_SIZE]
+                    queue.enqueue_batch(rt, job, chunk, kind=kind, platform=platform)
+                    enqueued += len(chunk)
     finally:
         db.close()
     return enqueued
 
 
-def check_batch(*connection_ids: str, runtime: Runtime | None = None) -> dict[str, int]:
+def check_batch(platform: str, *connection_ids: str, runtime: Runtime | None = None) -> dict[str, int]:
     """Health-check ``connection_ids``, REFRESH_THREADS at a time."""
     rt = _runtime(runtime)
 

@@ -18,30 +18,33 @@ from portal.services.audit import WORKER
 
 STUCK_AFTER = timedelta(minutes=10)
 Cursor = tuple[datetime, str]
+Due = tuple[datetime, str, str]  # (sort key, connection id, platform)
 
 
-def due_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Cursor]:
+def due_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Due]:
     """The next ``limit`` connections due for refresh, oldest first, as keyset cursors (due_at, id):
     one range scan of the refresh_due_at index, flat in cost however many rows the table holds."""
-    query = (select(Connection.refresh_due_at, Connection.id).where(Connection.refresh_due_at <= now)
+    query = (select(Connection.refresh_due_at, Connection.id, Connection.platform)
+             .where(Connection.refresh_due_at <= now)
              .order_by(Connection.refresh_due_at, Connection.id).limit(limit))
     if after is not None:
         query = query.where(tuple_(Connection.refresh_due_at, Connection.id) > after)
-    return [(due, cid) for due, cid in db.execute(query)]
+    return [(due, cid, platform) for due, cid, platform in db.execute(query)]
 
 
 CHECK_EVERY = timedelta(days=1)
 
 
-def check_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Cursor]:
+def check_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Due]:
     """Connections not checked for a day, oldest check first, keyset-paged on the last_checked_at index
     (every connection gets last_checked_at when it is stored)."""
     checked = Connection.last_checked_at
-    query = (select(checked, Connection.id).where(checked < now - CHECK_EVERY, Connection.health != Health.REFRESHING)
+    query = (select(checked, Connection.id, Connection.platform)
+             .where(checked < now - CHECK_EVERY, Connection.health != Health.REFRESHING)
              .order_by(checked, Connection.id).limit(limit))
     if after is not None:
         query = query.where(tuple_(checked, Connection.id) > after)
-    return [(when, cid) for when, cid in db.execute(query)]
+    return [(when, cid, platform) for when, cid, platform in db.execute(query)]
 
 
 def recover_stuck(db: Session, now: datetime) -> list[str]:

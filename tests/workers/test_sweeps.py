@@ -56,9 +56,10 @@ def test_due_batches_are_keyset_paged(client, db, runtime):
     _, ids = _connections(client, db, runtime)
     _make_due(db, ids, runtime)
     first = sweeps.due_batch(db, runtime.deps.now(), limit=2)
-    rest = sweeps.due_batch(db, runtime.deps.now(), limit=2, after=first[-1])
+    rest = sweeps.due_batch(db, runtime.deps.now(), limit=2, after=first[-1][:2])
     assert len(first) == 2 and len(rest) == 1
-    assert {cid for _, cid in first + rest} == set(ids)
+    assert {cid for _, cid, _ in first + rest} == set(ids)
+    assert {platform for *_, platform in first + rest} == {"sandbox"}
 
 
 def test_overlapping_sweeps_enqueue_each_connection_once_and_a_worker_refreshes_them(
@@ -191,3 +192,15 @@ def test_check_of_a_page_whose_permission_is_gone_marks_it_error_once(client, db
 
 
 from sqlalchemy import select as select_  # noqa: E402
+
+
+def test_a_platform_over_its_rate_is_deferred_not_flooded(client, db, runtime, settings, redis_client, live_sandbox):
+    _, ids = _connections(client, db, runtime)
+    _make_due(db, ids, runtime)
+    rt = build_runtime(replace(settings, redis_url=REDIS_URL, platform_refreshes_per_second=1))
+    try:
+        outcome = jobs.refresh_batch("sandbox", *ids, runtime=rt)
+    finally:
+        rt.close()
+    assert outcome.get("refreshed", 0) >= 1 and outcome.get("deferred", 0) >= 1
+    assert sum(outcome.values()) == 3
