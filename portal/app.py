@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import logsafe, web
+from portal import i18n, logsafe, web
 from portal.config import Settings, load_settings
 from portal.errors import PortalError, ServiceUnavailable
 from portal.providers import load_catalog
@@ -58,6 +58,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["easyconnect"] = runtime
     web.init_app(app)
     web.init_security_headers(app, settings.secure_cookies, _sandbox_origin(settings))
+    i18n.init_app(app, str(ROOT / "portal" / "translations"))
     csrf.init_app(app)
     _register_blueprints(app, settings)
     _register_error_handlers(app)

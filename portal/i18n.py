@@ -1,0 +1,37 @@
+"""Languages of the client-facing pages: English, Spanish, French, German and Portuguese.
+
+The language comes from the page's switch (``?lang=``, remembered in a first-party cookie when the
+browser allows one), then the browser's Accept-Language, then English. Translations live in
+portal/translations (.po sources and their compiled .mo files, checked by a test).
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from flask_babel import Babel, get_locale
+
+LANGUAGES = {"en": "English", "es": "Español", "fr": "Français", "de": "Deutsch", "pt": "Português"}
+COOKIE = "easyconnect_lang"
+
+
+def select_locale() -> str:
+    chosen = request.args.get("lang") or request.cookies.get(COOKIE)
+    if chosen in LANGUAGES:
+        return chosen
+    return request.accept_languages.best_match(list(LANGUAGES)) or "en"
+
+
+def init_app(app: Flask, translations: str) -> None:
+    Babel(app, locale_selector=select_locale, default_translation_directories=translations)
+    app.jinja_env.globals["LANGUAGES"] = LANGUAGES
+
+    @app.context_processor
+    def _locale() -> dict[str, str]:
+        return {"current_locale": str(get_locale() or "en")}
+
+    @app.after_request
+    def _remember_language(response: Response) -> Response:
+        chosen = request.args.get("lang")
+        if chosen in LANGUAGES and request.cookies.get(COOKIE) != chosen:
+            response.set_cookie(COOKIE, chosen, max_age=365 * 86400, samesite="Lax", httponly=True)
+        return response
