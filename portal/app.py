@@ -78,7 +78,7 @@ def _sandbox_origin(settings: Settings) -> str:
 def _register_blueprints(app: Flask, settings: Settings) -> None:
     from agency_admin import bp as admin_bp
     from agency_admin import login_manager
-    from portal.views import connect, home
+    from portal.views import api, connect, home
 
     login_manager.init_app(app)
     csrf.exempt(connect.bp)  # capability URLs without cookies: see portal.views.connect
@@ -87,6 +87,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(admin_bp)
     # One limiter per app: limits registered on a shared one would leak between apps (tests, workers).
     limiter = Limiter(key_func=get_remote_address, default_limits=[], app=app)
+    api.init_app(app, limiter, csrf)  # REST API: no cookies (CSRF-exempt), rate-limited per API key
     limited = {"agency_admin.login": settings.login_rate_limit, "agency_admin.signup": settings.login_rate_limit,
                # Credentials and server addresses typed by clients: every client shares the portal's IP at
                # Bluesky, so unbounded attempts could get an account's sign-ins throttled there.

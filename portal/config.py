@@ -88,6 +88,7 @@ class Settings:
     smtp_url: str | None = None  # smtp://user:pass@host:port (or smtps://, smtp+starttls://); unset = local outbox
     mail_from: str = "EasyConnect <no-reply@localhost>"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    api_rate_limit: str = "600 per minute"  # per REST API key (per address for requests without one)
 
     @property
     def production(self) -> bool:

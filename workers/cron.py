@@ -17,3 +17,4 @@ cron.register(jobs.purge_expired_attempts, DEFAULT_QUEUE, interval=3600, result_
 cron.register(jobs.poll_telegram, DEFAULT_QUEUE, interval=5, result_ttl=60)
 cron.register(jobs.warn_expiring, DEFAULT_QUEUE, interval=3600, result_ttl=600)
 cron.register(jobs.send_outbox, DEFAULT_QUEUE, interval=60, result_ttl=60)
+cron.register(jobs.purge_idempotency_records, DEFAULT_QUEUE, interval=3600, result_ttl=600)

@@ -192,3 +192,16 @@ def send_outbox(runtime: Runtime | None = None) -> int:
         return sent
     finally:
         db.close()
+
+
+def purge_idempotency_records(runtime: Runtime | None = None) -> int:
+    from portal.services import idempotency
+
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    try:
+        count = idempotency.purge(db, rt.deps.now())
+        db.commit()
+        return int(count or 0)
+    finally:
+        db.close()

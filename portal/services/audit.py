@@ -47,6 +47,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "token reads": ("connection.token_read",),
     "links": ("link.created", "link.revoked"),
     "logins": ("member.login", "member.logout"),
+    "api keys": ("api_key.created", "api_key.revoked"),
     "settings": ("agency.branding_updated", "provider_app.saved", "provider_app.removed",
                  "custom_platform.created", "custom_platform.deleted", "workspace.created", "workspace.renamed",
                  "workspace.archived"),

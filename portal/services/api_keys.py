@@ -1,0 +1,97 @@
+"""REST API keys: created per agency, shown once, stored as a SHA-256 hash, revocable at once.
+
+A key looks like ``eck_<prefix>_<secret>``: the prefix (8 hex characters) tells keys apart in
+lists; the secret is 32 random bytes. Only the hash of the whole key is stored, so a database
+leak gives no usable key, and lookup is one indexed equality on the hash.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from portal.errors import NotFound, ValidationFailed
+from portal.models import ApiKey
+from portal.security.signing import constant_time_equals, hash_secret
+from portal.services import audit
+from portal.services.agencies import clean_name
+from portal.services.audit import Actor
+
+SCOPES = ("read", "read_write")
+KEY_PREFIX = "eck_"
+MAX_KEY_LENGTH = 200
+# Record use at most this often: a write per request would turn every read into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_KEYS_PER_AGENCY = 50
+
+
+def create_key(db: Session, agency_id: str, name: str, scope: str, actor: Actor,
+               now: datetime) -> tuple[ApiKey, str]:
+    """A new key; returns the row and the full key, which is never stored and cannot be shown again."""
+    if scope not in SCOPES:
+        raise ValidationFailed("Scope must be read or read_write.")
+    if len(list_keys(db, agency_id)) >= MAX_KEYS_PER_AGENCY:
+        raise ValidationFailed(f"At most {MAX_KEYS_PER_AGENCY} active keys; revoke one first.")
+    prefix = secrets.token_hex(4)
+    secret = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(agency_id=agency_id, name=clean_name(name, "Key name"), prefix=prefix, key_hash=hash_secret(secret),
+                 scope=scope, created_by=actor.id, created_at=now)
+    db.add(key)
+    db.flush()
+    audit.record(db, agency_id, actor, "api_key.created", "api_key", key.id, name=key.name, scope=scope,
+                 prefix=prefix)
+    return key, secret
+
+
+def bearer_value(header: str | None) -> str | None:
+    """The key from an ``Authorization: Bearer <key>`` header value, or None."""
+    scheme, _, value = (header or "").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value.startswith(KEY_PREFIX) or len(value) > MAX_KEY_LENGTH:
+        return None
+    return value
+
+
+def authenticate(db: Session, header: str | None, now: datetime) -> ApiKey | None:
+    """The live key named by an Authorization header value, or None (missing, unknown, revoked).
+
+    One indexed lookup by the key's hash, then a constant-time comparison of the hashes; the
+    last-used time is written at most once a minute (the caller commits)."""
+    value = bearer_value(header)
+    if value is None:
+        return None
+    digest = hash_secret(value)
+    key = db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if key is None or not constant_time_equals(key.key_hash, digest) or key.revoked_at is not None:
+        return None
+    if key.last_used_at is None or key.last_used_at <= now - LAST_USED_RESOLUTION:
+        db.execute(update(ApiKey).where(ApiKey.id == key.id, or_(
+            ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
+            .values(last_used_at=now).execution_options(synchronize_session=False))
+        key.last_used_at = now
+    return key
+
+
+def may_write(key: ApiKey) -> bool:
+    return key.scope == "read_write"
+
+
+def list_keys(db: Session, agency_id: str, include_revoked: bool = False) -> list[ApiKey]:
+    query = select(ApiKey).where(ApiKey.agency_id == agency_id).order_by(ApiKey.created_at.desc(), ApiKey.id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return list(db.scalars(query))
+
+
+def revoke_key(db: Session, agency_id: str, key_id: str, actor: Actor, now: datetime) -> ApiKey:
+    """Revoke a key: the next request made with it is refused."""
+    key = db.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.agency_id == agency_id))
+    if key is None:
+        raise NotFound("No such API key.")
+    if key.revoked_at is None:
+        key.revoked_at = now
+        audit.record(db, agency_id, actor, "api_key.revoked", "api_key", key.id, name=key.name)
+    return key
