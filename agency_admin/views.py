@@ -367,8 +367,23 @@ def notification_list() -> Any:
     link_ids = [n.reconnect_link_id for n in rows if n.reconnect_link_id]
     urls = {link.id: links.link_url(deps(), link) for link in links.list_links(db(), _agency_id())
             if link.id in link_ids and link.state(deps().now()) == "active"}
+    from portal.models import Agency
+
+    agency = db().get(Agency, _agency_id())
     return render_template("agency_admin/notifications.html", rows=rows, urls=urls,
+                           digest=bool(agency and agency.notify_digest),
                            outbox=notifications.outbox(db(), _agency_id()), smtp=bool(deps().settings.smtp_url))
+
+
+@bp.post("/notifications/digest")
+@login_required
+def notification_digest() -> Any:
+    enabled = request.form.get("digest") == "1"
+    notifications.set_digest(db(), _agency_id(), enabled)
+    audit.record(db(), _agency_id(), _actor(), "agency.notifications_changed", "agency", _agency_id(), digest=enabled)
+    db().commit()
+    flash("You will get one email a day." if enabled else "You will get an email for each change.", "info")
+    return redirect(url_for("agency_admin.notification_list"))
 
 
 @bp.post("/notifications/read")

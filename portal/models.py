@@ -59,6 +59,9 @@ class Agency(Base):
     logo_type: Mapped[str | None] = mapped_column(String(32))
     logo_version: Mapped[int] = mapped_column(Integer, default=0)
     support_url: Mapped[str | None] = mapped_column(String(500))
+    # One email a day with every notice instead of one email per notice.
+    notify_digest: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    digest_sent_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -205,3 +205,16 @@ def purge_idempotency_records(runtime: Runtime | None = None) -> int:
         return int(count or 0)
     finally:
         db.close()
+
+
+def send_digests(runtime: Runtime | None = None) -> int:
+    from portal.services import notifications
+
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    try:
+        queued = notifications.send_digests(db, rt.deps, rt.deps.now())
+        db.commit()
+        return queued
+    finally:
+        db.close()

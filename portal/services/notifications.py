@@ -53,7 +53,9 @@ def notify(db: Session, deps: Deps, connection: Connection, kind: str, dedupe: s
 
 
 def _queue_emails(db: Session, agency_id: str, title: str, body: str, reconnect_url: str | None) -> None:
-    agency = db.get(Agency, agency_id)
+    agency = db.get(Agency, agency_id, populate_existing=True)  # the digest setting may have just changed
+    if agency is not None and agency.notify_digest:
+        return  # told in the daily digest instead
     brand = agency.name if agency else "EasyConnect"
     text = body + (f"\n\nSend this link to your client to reconnect (single use, 7 days):\n{reconnect_url}\n"
                    if reconnect_url else "\n")
@@ -80,6 +82,45 @@ def expiring(db: Session, deps: Deps, connection: Connection, days: int, lapse: 
                   f"{'s' if days != 1 else ''}",
                   f"The platform lets {connection.display_name} stay connected until "
                   f"{lapse.strftime('%d %B %Y')}. After that the client has to sign in again.")
+
+
+def set_digest(db: Session, agency_id: str, enabled: bool) -> None:
+    agency = db.get(Agency, agency_id)
+    if agency is not None:
+        agency.notify_digest = enabled
+
+
+def send_digests(db: Session, deps: Deps, now: datetime) -> int:
+    """Once a day per agency that asked for it: one email per member with the day's notices."""
+    from datetime import timedelta
+
+    from portal.models import ConnectLink
+
+    due = db.scalars(select(Agency).where(Agency.notify_digest.is_(True)))
+    queued = 0
+    for agency in due:
+        since = agency.digest_sent_at or now - timedelta(days=1)
+        if since > now - timedelta(days=1):
+            continue
+        notices = list(db.scalars(select(Notification).where(Notification.agency_id == agency.id,
+                                                             Notification.created_at > since)
+                                  .order_by(Notification.created_at)))
+        agency.digest_sent_at = now
+        if not notices:
+            continue
+        lines = []
+        for notice in notices:
+            link = db.get(ConnectLink, notice.reconnect_link_id) if notice.reconnect_link_id else None
+            reconnect = (f"\n  Reconnect link for the client: {links.link_url(deps, link)}"
+                         if link and link.state(now) == "active" else "")
+            lines.append(f"- {notice.title}\n  {notice.body}{reconnect}")
+        body = f"{len(notices)} change(s) since {since.strftime('%d %B %Y %H:%M UTC')}:\n\n" + "\n\n".join(lines)
+        for email in db.scalars(select(Member.email).where(Member.agency_id == agency.id)):
+            db.add(OutboxEmail(agency_id=agency.id, to_address=email,
+                               subject=f"[{agency.name}] Daily connection report: {len(notices)} change(s)"[:255],
+                               body_text=body + f"\n\n— {agency.name}, via EasyConnect\n"))
+            queued += 1
+    return queued
 
 
 # Reading and marking ------------------------------------------------------------------------------

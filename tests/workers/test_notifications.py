@@ -137,3 +137,16 @@ def test_demo_controls_and_check_now_show_error_and_degraded(client, db, runtime
 
 
 import requests  # noqa: E402
+
+
+def test_daily_digest_replaces_one_email_per_change(client, db, runtime, live_sandbox):
+    member, _, cid = _connected(client, db, runtime)
+    login(client, member.email)
+    client.post("/admin/notifications/digest", data={"digest": "1", "csrf_token": csrf_from(client)})
+    _fail(db, runtime, live_sandbox, cid, "invalid_grant")
+    assert fresh(db).scalars(select(OutboxEmail)).all() == []  # nothing per change
+    assert notifications.send_digests(db, runtime.deps, runtime.deps.now()) == 1
+    db.commit()
+    [mail] = fresh(db).scalars(select(OutboxEmail)).all()
+    assert "Daily connection report: 1 change" in mail.subject and "Reconnect link" in mail.body_text
+    assert notifications.send_digests(db, runtime.deps, runtime.deps.now()) == 0  # once a day
