@@ -233,9 +233,13 @@ def branding() -> Any:
     if request.method == "POST":
         upload = request.files.get("logo")
         try:
-            agencies.update_branding(db(), agency.id, _actor(), name=request.form.get("name", ""),
-                                     color=request.form.get("color", ""),
-                                     logo=upload.read(agencies.LOGO_MAX_BYTES + 1) if upload else None)
+            form = request.form
+            agencies.update_branding(db(), agency.id, _actor(), name=form.get("name", ""),
+                                     color=form.get("color", ""),
+                                     logo=upload.read(agencies.LOGO_MAX_BYTES + 1) if upload else None,
+                                     texts={key: form.get(key, "") for key in (
+                                         "headline", "instructions", "success_text", "support_url", "theme",
+                                         "show_powered_by")})
             db().commit()
             flash("Branding saved.", "success")
             return redirect(url_for("agency_admin.branding"))
@@ -243,6 +247,24 @@ def branding() -> Any:
             db().rollback()
             flash(exc.public_message, "error")
     return render_template("agency_admin/branding.html", agency=agency, brand=agencies.branding_for(agency))
+
+
+@bp.get("/branding/preview")
+@login_required
+def branding_preview() -> Any:
+    """The client link page exactly as clients see it, with sample platforms and nothing connected."""
+    from types import SimpleNamespace
+
+    from portal.models import Agency
+
+    agency = db().get(Agency, _agency_id())
+    if agency is None:
+        abort(404)
+    offered = list(platforms.offered(db(), deps(), _agency_id()).values())[:4]
+    sample_link = SimpleNamespace(workspace=SimpleNamespace(name="Your client"),
+                                  expires_at=deps().now() + timedelta(days=7))
+    return render_template("connect/link.html", brand=agencies.branding_for(agency), token="preview",
+                           link=sample_link, platforms=offered, connected=[], preview=True)
 
 
 @bp.get("/audit")

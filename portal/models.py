@@ -59,6 +59,12 @@ class Agency(Base):
     logo_type: Mapped[str | None] = mapped_column(String(32))
     logo_version: Mapped[int] = mapped_column(Integer, default=0)
     support_url: Mapped[str | None] = mapped_column(String(500))
+    # White-label texts for client pages (empty = the translated defaults) and look.
+    headline: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    instructions: Mapped[str] = mapped_column(Text, default="", server_default="")
+    success_text: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    theme: Mapped[str] = mapped_column(String(8), default="light", server_default="light")
+    show_powered_by: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     # One email a day with every notice instead of one email per notice.
     notify_digest: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     digest_sent_at: Mapped[datetime | None] = mapped_column()

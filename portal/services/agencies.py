@@ -164,11 +164,41 @@ class Branding:
     color: str
     logo_url: str | None
     support_url: str | None
+    headline: str = ""
+    instructions: str = ""
+    success_text: str = ""
+    theme: str = "light"
+    show_powered_by: bool = True
 
 
 def branding_for(agency: Agency) -> Branding:
     logo_url = f"/brand/{agency.id}/logo?v={agency.logo_version}" if agency.logo_version else None
-    return Branding(agency.id, agency.name, agency.brand_color, logo_url, agency.support_url)
+    return Branding(agency.id, agency.name, agency.brand_color, logo_url, agency.support_url, agency.headline or "",
+                    agency.instructions or "", agency.success_text or "", agency.theme or "light",
+                    agency.show_powered_by is not False)
+
+
+THEMES = ("light", "dark")
+
+
+def clean_text(value: str, field: str, max_length: int, multiline: bool = False) -> str:
+    """Optional free text: trimmed, bounded, no control or bidi-override characters (newlines if multiline)."""
+    value = unicodedata.normalize("NFC", (value or "").strip().replace("\r\n", "\n"))
+    if len(value) > max_length:
+        raise ValidationFailed(f"{field} must be at most {max_length} characters.")
+    allowed = {"\n"} if multiline else set()
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") and ch not in allowed for ch in value):
+        raise ValidationFailed(f"{field} contains characters that are not allowed.")
+    return value
+
+
+def clean_support_url(value: str) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    if len(value) > 500 or not re.match(r"^(https://[^\s<>\"']+|mailto:[^\s<>\"'@]+@[^\s<>\"']+)$", value):
+        raise ValidationFailed("The support link must be an https:// address or a mailto: address.")
+    return value
 
 
 def detect_logo_type(data: bytes) -> str:
@@ -183,12 +213,24 @@ def detect_logo_type(data: bytes) -> str:
 
 
 def update_branding(db: Session, agency_id: str, actor: Actor, *, name: str, color: str,
-                    logo: bytes | None = None) -> Agency:
+                    logo: bytes | None = None, texts: dict[str, str] | None = None) -> Agency:
+    """Name, colour, logo and (with ``texts``) headline, instructions, success text, support link,
+    theme and the "Powered by" line."""
     agency = db.get(Agency, agency_id)
     if agency is None:
         raise NotFound()
     agency.name = clean_name(name, "Agency name")
     agency.brand_color = clean_color(color)
+    if texts is not None:
+        agency.headline = clean_text(texts.get("headline", ""), "Headline", 120)
+        agency.instructions = clean_text(texts.get("instructions", ""), "Instructions", 1000, multiline=True)
+        agency.success_text = clean_text(texts.get("success_text", ""), "Success text", 500, multiline=True)
+        agency.support_url = clean_support_url(texts.get("support_url", ""))
+        theme = texts.get("theme") or "light"
+        if theme not in THEMES:
+            raise ValidationFailed("Theme must be light or dark.")
+        agency.theme = theme
+        agency.show_powered_by = texts.get("show_powered_by") == "1"
     if logo:
         agency.logo_type = detect_logo_type(logo)
         agency.logo = logo
