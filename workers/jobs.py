@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 50
 REFRESH_THREADS = 16
 MAX_PER_SWEEP = 200_000
+WEBHOOK_BATCH_SIZE = 100
+WEBHOOK_BATCHES = 5  # per 30-second run; what is left waits for the next run
 
 
 def _runtime(runtime: Runtime | None) -> Runtime:
@@ -216,5 +218,24 @@ def send_digests(runtime: Runtime | None = None) -> int:
         queued = notifications.send_digests(db, rt.deps, rt.deps.now())
         db.commit()
         return queued
+    finally:
+        db.close()
+
+
+def deliver_webhooks(runtime: Runtime | None = None) -> int:
+    """The outbox sweeper: send due webhook deliveries (the database alone says what is due)."""
+    from portal.services import webhooks
+
+    rt = _runtime(runtime)
+    db = rt.session_factory()
+    delivered = 0
+    try:
+        for _ in range(WEBHOOK_BATCHES):
+            now = rt.deps.now()
+            due = webhooks.due_ids(db, now, WEBHOOK_BATCH_SIZE)
+            delivered += webhooks.deliver_due(db, rt.deps, now, limit=WEBHOOK_BATCH_SIZE)
+            if len(due) < WEBHOOK_BATCH_SIZE:
+                break
+        return delivered
     finally:
         db.close()

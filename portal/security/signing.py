@@ -6,6 +6,7 @@ with the last one and verifies with all of them).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from itsdangerous import BadSignature, URLSafeSerializer
 
 LINK_SALT = "easyconnect.connect-link.v1"
+WEBHOOK_SECRET_PREFIX = "whsec_"
 RANDOM_ID_BYTES = 32
 
 
@@ -51,3 +53,16 @@ def hash_secret(value: str) -> str:
 
 def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` and 32 random bytes in base64."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256>`` of ``{id}.{timestamp}.{body}`` keyed with the secret's bytes
+    (Standard Webhooks; the key is its own purpose, shared with no other signer)."""
+    key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
+    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()

@@ -37,7 +37,7 @@ from portal.providers import ProviderSpec
 from portal.providers.adapters import Authorized, SubAccount
 from portal.security.crypto import column_context
 from portal.security.signing import constant_time_equals, hash_secret, random_id
-from portal.services import Deps, audit, links, notifications, platforms, schedule
+from portal.services import Deps, audit, links, notifications, platforms, schedule, webhooks
 from portal.services.audit import Actor
 
 log = logging.getLogger(__name__)
@@ -341,6 +341,7 @@ def _connect(db: Session, deps: Deps, attempt: ConnectAttempt, link: ConnectLink
     attempt.stage = AttemptStage.CONNECTED
     attempt.connection_id = stored[0].id
     attempt.connection_ids = [c.id for c in stored]
+    webhooks.link_completed(db, deps, link, stored)
     attempt.pending_enc = None
     attempt.verifier_enc = None
     db.commit()
@@ -381,6 +382,7 @@ def store_connection(db: Session, deps: Deps, attempt: ConnectAttempt, link: Con
     action = "connection.created" if created else "connection.reconnected"
     audit.record(db, link.agency_id, actor, action, "connection", connection.id, platform=attempt.platform,
                  account=account.handle or account.display_name, via_link=link.id)
+    webhooks.connection_changed(db, deps, connection, action)
     if was_error:
         audit.record(db, link.agency_id, actor, "connection.recovered", "connection", connection.id)
         notifications.recovered(db, deps, connection)
@@ -511,6 +513,7 @@ def disconnect(db: Session, deps: Deps, agency_id: str, connection_id: str, acto
     db.execute(delete(Connection).where(Connection.id == connection.id, Connection.agency_id == agency_id))
     audit.record(db, agency_id, actor, "connection.disconnected", "connection", connection.id,
                  platform=connection.platform, account=connection.handle or connection.display_name)
+    webhooks.connection_changed(db, deps, connection, "connection.deleted")
     return Disconnected(connection, revoke)
 
 

@@ -20,7 +20,7 @@ from portal.errors import (
 )
 from portal.models import Agency, ConnectLink
 from portal.security.signing import LinkSigner, random_id
-from portal.services import Deps, audit
+from portal.services import Deps, audit, webhooks
 from portal.services.agencies import clean_name, get_workspace
 from portal.services.audit import Actor
 
@@ -135,6 +135,7 @@ def note_opened(db: Session, link: ConnectLink) -> None:
     """Count a page view. Never consumes a use: mail scanners open links too."""
     db.execute(update(ConnectLink).where(ConnectLink.id == link.id)
                .values(opened_count=ConnectLink.opened_count + 1))
+    webhooks.link_opened(db, link)
 
 
 def reserve_use(db: Session, link_id: str, now: datetime) -> None:

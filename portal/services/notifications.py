@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.models import Agency, Connection, Member, Notification, OutboxEmail
-from portal.services import Deps, links
+from portal.services import Deps, links, webhooks
 from portal.services.audit import WORKER
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def notify(db: Session, deps: Deps, connection: Connection, kind: str, dedupe: s
             link = links.create_reconnect_link(db, deps, connection.agency_id, connection.id, WORKER)
             notice.reconnect_link_id, link_id = link.id, link.id
             reconnect_url = links.link_url(deps, link)
+    webhooks.notice_told(db, deps, connection, kind)
     _queue_emails(db, connection.agency_id, title, body, reconnect_url)
     log.info("notified agency %s: %s (%s)", connection.agency_id, kind, link_id or "-")
     return True
@@ -82,6 +83,25 @@ def expiring(db: Session, deps: Deps, connection: Connection, days: int, lapse: 
                   f"{'s' if days != 1 else ''}",
                   f"The platform lets {connection.display_name} stay connected until "
                   f"{lapse.strftime('%d %B %Y')}. After that the client has to sign in again.")
+
+
+def webhook_disabled(db: Session, agency_id: str, endpoint_id: str, host: str, failing_since: datetime) -> bool:
+    """Tell the agency, once per failing spell, that a webhook endpoint was switched off."""
+    title = f"Webhooks to {host} were switched off"
+    body = (f"Every delivery to your webhook endpoint at {host} failed since "
+            f"{failing_since.strftime('%d %B %Y %H:%M UTC')}, so it was disabled. Fix the receiver, then enable "
+            "it again in the admin panel and replay the deliveries you need.")
+    with db.begin_nested() as savepoint:
+        db.add(Notification(agency_id=agency_id, kind="webhook_disabled", title=title[:255], body=body,
+                            dedupe_key=f"webhook_disabled:{endpoint_id}:{failing_since.isoformat()}"[:120]))
+        try:
+            db.flush()
+        except IntegrityError:
+            savepoint.rollback()
+            return False
+    _queue_emails(db, agency_id, title, body, None)
+    log.info("notified agency %s: webhook endpoint %s disabled", agency_id, endpoint_id)
+    return True
 
 
 def set_digest(db: Session, agency_id: str, enabled: bool) -> None:

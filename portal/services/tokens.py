@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from portal.errors import NotFound, PlatformError, RefreshBusy
 from portal.models import Connection, Health
 from portal.oauth import TokenGrant
-from portal.services import Deps, audit, notifications, platforms, schedule
+from portal.services import Deps, audit, notifications, platforms, schedule, webhooks
 from portal.services.audit import WORKER, Actor
 from portal.services.connections import read_tokens, spec_and_app, token_context
 
@@ -196,6 +196,7 @@ def _record_failure(db: Session, deps: Deps, connection_id: str, seen_version: i
             row.refresh_due_at = None
             audit.record(db, row.agency_id, actor, "connection.health_changed", "connection", row.id,
                          health=row.health, reason=exc.kind)
+            webhooks.health_changed(db, deps, row, Health.ERROR if was_error else previous_health, exc.kind)
             if not was_error:
                 notifications.health_error(db, deps, row)
     db.commit()
@@ -232,6 +233,7 @@ def check_connection(db: Session, deps: Deps, connection_id: str) -> str:
         connection.last_checked_at = deps.now()
         if connection.health == Health.WARNING and connection.health_reason == DEGRADED:
             connection.health, connection.health_reason = Health.HEALTHY, ""
+            webhooks.health_changed(db, deps, connection, Health.WARNING, "check_ok")
         db.commit()
     return "ok"
 
@@ -257,6 +259,7 @@ def _record_check_failure(db: Session, deps: Deps, connection_id: str, seen_vers
             connection.refresh_due_at = None
             audit.record(db, connection.agency_id, WORKER, "connection.health_changed", "connection", connection.id,
                          health=connection.health, reason=exc.kind)
+            webhooks.health_changed(db, deps, connection, None, exc.kind)
             notifications.health_error(db, deps, connection)
         db.commit()
         return f"error:{exc.kind}"
@@ -264,6 +267,7 @@ def _record_check_failure(db: Session, deps: Deps, connection_id: str, seen_vers
         platforms.mark_app_invalid(db, connection.agency_id, connection.platform, now)
     elif connection.health == Health.HEALTHY:
         connection.health, connection.health_reason = Health.WARNING, DEGRADED
+        webhooks.health_changed(db, deps, connection, Health.HEALTHY, exc.kind)
     connection.last_checked_at = now - timedelta(hours=23)  # look again within the hour
     db.commit()
     return f"retry:{exc.kind}"

@@ -12,7 +12,7 @@ from flask import Response, g, request
 
 from portal.errors import ValidationFailed
 from portal.models import Connection, ConnectLink, Workspace
-from portal.services import Deps, api_lists, links, tokens
+from portal.services import Deps, api_lists, links, representation
 from portal.services.audit import Actor
 from portal.web import client_ip
 
@@ -177,16 +177,4 @@ def link_json(deps: Deps, link: ConnectLink) -> dict[str, Any]:
 
 
 def connection_json(deps: Deps, connection: Connection) -> dict[str, Any]:
-    view = tokens.health_view(connection, deps.now())
-    return {"id": connection.id, "object": "connection", "workspace_id": connection.workspace_id,
-            "platform": connection.platform,
-            "account": {"external_id": connection.external_id, "kind": connection.account_kind,
-                        "display_name": connection.display_name, "handle": connection.handle,
-                        "avatar_url": connection.avatar_url},
-            "active": connection.active, "health": str(view.health), "health_reason": view.reason,
-            "token_status": view.token_status.lower().replace(" ", "_"),
-            "token_expires_at": _time(connection.token_expires_at),
-            "refresh_expires_at": _time(connection.refresh_expires_at), "reconnect_by": _time(view.reconnect_by),
-            "scopes": connection.scopes.split(), "last_refreshed_at": _time(connection.last_refreshed_at),
-            "last_checked_at": _time(connection.last_checked_at), "created_at": _time(connection.created_at),
-            "updated_at": _time(connection.updated_at)}
+    return representation.connection_summary(connection, deps.now())
