@@ -38,6 +38,7 @@ ENV_DOC: dict[str, str] = {
     "PORTAL_SANDBOX_PLATFORMS": "1 to route every platform to the sandbox's stand-ins (default on outside production)",
     "PORTAL_APP_<GROUP>_CLIENT_ID / _CLIENT_SECRET": "the operator's default app per platform group "
                                                      "(FACEBOOK, GOOGLE, LINKEDIN, X, TIKTOK, ...)",
+    "PORTAL_PLATFORM_REFRESHES_PER_SECOND": "sweep refreshes per second per platform, across workers (200)",
     "PORTAL_SMTP_URL": "smtp://user:pass@host:587 (smtp+starttls://, smtps://); unset: mail stays in the outbox",
     "PORTAL_MAIL_FROM": "sender of notification mail",
     "PORTAL_ALLOW_PRIVATE_URLS": "1 lets user-supplied URLs reach private addresses (default on outside production; "
@@ -78,7 +79,7 @@ class Settings:
     allow_private_urls: bool = False
     platform_timeout: float = 15.0
     # At most this many sweep refreshes per second per platform, across all workers.
-    platform_refreshes_per_second: int = 50
+    platform_refreshes_per_second: int = 200
     attempt_lifetime: int = 15 * 60
     refresh_lock_seconds: int = 60
     # Refresh a rotating short-lived token this long before it expires.
@@ -204,6 +205,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         # The demo's sandbox lives on 127.0.0.1; production never lets user URLs reach private addresses.
         allow_private_urls=env.get("PORTAL_ALLOW_PRIVATE_URLS", sandbox_default) == "1",
         smtp_url=env.get("PORTAL_SMTP_URL") or None,
+        platform_refreshes_per_second=int(env.get("PORTAL_PLATFORM_REFRESHES_PER_SECOND", "200")),
         mail_from=env.get("PORTAL_MAIL_FROM", "EasyConnect <no-reply@localhost>"),
     )
     settings = replace(settings, **overrides)

@@ -43,6 +43,9 @@ class RedisLocks:
         self.prefix = prefix
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
+        self._held: dict[str, tuple[str, float, float]] = {}
+        self._held_guard = threading.Lock()
+        self._keeper: threading.Thread | None = None
 
     @contextmanager
     def hold(self, name: str, ttl: float, wait: float = 0.0) -> Iterator[bool]:
@@ -57,28 +60,50 @@ class RedisLocks:
         except RedisError as exc:
             # Never refresh unlocked: without Redis a rotating token could be spent twice.
             raise ServiceUnavailable("the lock service is unavailable") from exc
-        stop = threading.Event()
         if acquired:
             # Keep the lock while its holder works (a slow platform must not let a second refresher in),
             # but only while this process lives: a killed holder's lock still expires after ttl.
-            threading.Thread(target=self._keep, args=(key, owner, ttl, stop), daemon=True).start()
+            self._watch(key, owner, ttl)
         try:
             yield acquired
         finally:
-            stop.set()
             if acquired:
+                self._unwatch(key)
                 try:
                     self._release(keys=[key], args=[owner])
                 except RedisError:
                     pass  # the lock expires by itself after ttl
 
-    def _keep(self, key: str, owner: str, ttl: float, stop: threading.Event) -> None:
-        while not stop.wait(ttl / 3):
-            try:
-                if not self._extend(keys=[key], args=[owner, int(ttl * 1000)]):
-                    return  # no longer ours
-            except RedisError:
-                return
+    def _watch(self, key: str, owner: str, ttl: float) -> None:
+        """One keeper thread per process renews every held lock a third of the way through its ttl."""
+        with self._held_guard:
+            self._held[key] = (owner, ttl, time.monotonic())
+            if self._keeper is None or not self._keeper.is_alive():
+                self._keeper = threading.Thread(target=self._keep_all, daemon=True)
+                self._keeper.start()
+
+    def _unwatch(self, key: str) -> None:
+        with self._held_guard:
+            self._held.pop(key, None)
+
+    def _keep_all(self) -> None:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._held_guard:
+                if not self._held:
+                    self._keeper = None
+                    return
+                due = [(key, owner, ttl) for key, (owner, ttl, renewed) in self._held.items()
+                       if now - renewed >= ttl / 3]
+                for key, owner, ttl in due:
+                    self._held[key] = (owner, ttl, now)
+            for key, owner, ttl in due:
+                try:
+                    if not self._extend(keys=[key], args=[owner, int(ttl * 1000)]):
+                        self._unwatch(key)  # no longer ours
+                except RedisError:
+                    self._unwatch(key)
 
 
 class LocalLocks:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from portal.errors import NotFound, PlatformError, RefreshBusy
 from portal.models import Connection, Health
-from portal.oauth import TokenGrant
+from portal.oauth import AppCredentials, TokenGrant
+from portal.providers import ProviderSpec
 from portal.services import Deps, audit, notifications, platforms, schedule, webhooks
 from portal.services.audit import WORKER, Actor
 from portal.services.connections import read_tokens, spec_and_app, token_context
@@ -52,7 +53,8 @@ def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id
         if agency_id is not None:
             raise NotFound("No such connection.")
         return RefreshResult.GONE
-    spec, _ = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
+    # The spec and app are looked up once per refresh and passed down (each lookup is a query).
+    spec, app = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
     if not platforms.adapter_for(deps, spec).can_refresh(spec, connection.refresh_token_enc is not None):
         return RefreshResult.NOT_REFRESHABLE
     seen_version = connection.token_version
@@ -63,18 +65,20 @@ def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id
                          wait=lock_wait) as owned:
         if not owned:
             raise RefreshBusy()
-        return _refresh_locked(db, deps, connection_id, seen_version, force, actor)
+        return _refresh_locked(db, deps, connection_id, seen_version, force, actor, spec, app)
 
 
 def _load(db: Session, connection_id: str, agency_id: str | None) -> Connection | None:
-    query = select(Connection).where(Connection.id == connection_id).execution_options(populate_existing=True)
+    # No workspace join here: the refresh path never needs it.
+    query = (select(Connection).options(lazyload(Connection.workspace)).where(Connection.id == connection_id)
+             .execution_options(populate_existing=True))
     if agency_id is not None:
         query = query.where(Connection.agency_id == agency_id)
     return db.scalar(query)
 
 
 def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: int, force: bool,
-                    actor: Actor) -> RefreshResult:
+                    actor: Actor, spec: ProviderSpec, app: AppCredentials) -> RefreshResult:
     connection = _load(db, connection_id, None)
     if connection is None:
         return RefreshResult.GONE
@@ -87,20 +91,18 @@ def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: i
     was_error = connection.health == Health.ERROR
     connection.health = Health.REFRESHING
     connection.refresh_started_at = deps.now()
-    spec, app = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
     access_token, refresh_token = read_tokens(deps, connection)
     db.commit()  # a crash from here on is visible as a connection stuck in Refreshing
     try:
         grant = platforms.adapter_for(deps, spec).refresh(spec, app, access_token, refresh_token, deps.now())
     except PlatformError as exc:
         return _record_failure(db, deps, connection_id, seen_version, previous_health, exc, actor)
-    return _save(db, deps, connection, seen_version, grant, actor, recovered_from_error=was_error)
+    return _save(db, deps, connection, seen_version, grant, actor, spec, recovered_from_error=was_error)
 
 
 def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, grant: TokenGrant,
-          actor: Actor, recovered_from_error: bool = False) -> RefreshResult:
+          actor: Actor, spec: ProviderSpec, recovered_from_error: bool = False) -> RefreshResult:
     cipher, now = deps.cipher, deps.now()
-    spec, _ = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
     lifetime = (connection.token_expires_at - connection.last_refreshed_at
                 if connection.token_expires_at and connection.last_refreshed_at else None)
     values = {
