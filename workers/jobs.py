@@ -9,8 +9,11 @@ compare-and-swap and sweep marker, so nothing is refreshed twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from portal import queue
 from portal.errors import PlatformError, PortalError, RefreshBusy
@@ -139,87 +142,53 @@ def check_batch(platform: str, *connection_ids: str, runtime: Runtime | None = N
 
 
 def recover_stuck_refreshes(runtime: Runtime | None = None) -> int:
+    return _in_session(runtime, lambda db, rt: len(sweeps.recover_stuck(db, rt.deps.now())))
+
+
+def _in_session(runtime: Runtime | None, work: Callable[[Session, Runtime], int]) -> int:
+    """Run one unit of sweep work in its own session and commit it (the caller owns the transaction)."""
     rt = _runtime(runtime)
     db = rt.session_factory()
     try:
-        ids = sweeps.recover_stuck(db, rt.deps.now())
+        result = work(db, rt)
         db.commit()
-        return len(ids)
+        return int(result or 0)
     finally:
         db.close()
 
 
 def purge_expired_attempts(runtime: Runtime | None = None) -> int:
-    rt = _runtime(runtime)
-    db = rt.session_factory()
-    try:
-        count = connections.purge_expired_attempts(db, rt.deps.now())
-        db.commit()
-        return count
-    finally:
-        db.close()
+    return _in_session(runtime, lambda db, rt: connections.purge_expired_attempts(db, rt.deps.now()))
 
 
 def poll_telegram(runtime: Runtime | None = None) -> int:
     """The one getUpdates poller per bot (see portal.services.telegram)."""
     from portal.services import telegram
 
-    rt = _runtime(runtime)
-    db = rt.session_factory()
-    try:
-        return telegram.poll_bots(db, rt.deps, timeout=0, lock_wait=0.0)
-    finally:
-        db.close()
+    return _in_session(runtime, lambda db, rt: telegram.poll_bots(db, rt.deps, timeout=0, lock_wait=0.0))
 
 
 def warn_expiring(runtime: Runtime | None = None) -> int:
-    rt = _runtime(runtime)
-    db = rt.session_factory()
-    try:
-        told = sweeps.warn_expiring(db, rt.deps, rt.deps.now())
-        db.commit()
-        return told
-    finally:
-        db.close()
+    return _in_session(runtime, lambda db, rt: sweeps.warn_expiring(db, rt.deps, rt.deps.now()))
 
 
 def send_outbox(runtime: Runtime | None = None) -> int:
     from portal.services import notifications
 
-    rt = _runtime(runtime)
-    db = rt.session_factory()
-    try:
-        sent = notifications.send_outbox(db, rt.settings.smtp_url, rt.settings.mail_from, rt.deps.now())
-        db.commit()
-        return sent
-    finally:
-        db.close()
+    return _in_session(runtime, lambda db, rt: notifications.send_outbox(
+        db, rt.settings.smtp_url, rt.settings.mail_from, rt.deps.now()))
 
 
 def purge_idempotency_records(runtime: Runtime | None = None) -> int:
     from portal.services import idempotency
 
-    rt = _runtime(runtime)
-    db = rt.session_factory()
-    try:
-        count = idempotency.purge(db, rt.deps.now())
-        db.commit()
-        return int(count or 0)
-    finally:
-        db.close()
+    return _in_session(runtime, lambda db, rt: idempotency.purge(db, rt.deps.now()))
 
 
 def send_digests(runtime: Runtime | None = None) -> int:
     from portal.services import notifications
 
-    rt = _runtime(runtime)
-    db = rt.session_factory()
-    try:
-        queued = notifications.send_digests(db, rt.deps, rt.deps.now())
-        db.commit()
-        return queued
-    finally:
-        db.close()
+    return _in_session(runtime, lambda db, rt: notifications.send_digests(db, rt.deps, rt.deps.now()))
 
 
 def deliver_webhooks(runtime: Runtime | None = None) -> int:
