@@ -49,20 +49,30 @@ def start(token: str, platform: str) -> Response:
     spec = connections.offered_spec(session, d, resolved.link, platform)
     if spec.auth_kind != "oauth2":  # credential, instance and bot flows have their own first page
         return no_store(redirect(f"/c/{token}/{spec.auth_kind.replace('_', '-')}/{platform}", 303))
-    secret = browser_secret() or secrets.token_urlsafe(32)
+    secret = flow_secret()
     started = connections.begin_attempt(session, d, resolved, platform, reconsent=request.form.get("reconsent") == "1",
                                         browser_secret=secret)
     session.commit()
-    response = no_store(redirect(started.authorize_url, 303))
-    response.set_cookie(BROWSER_COOKIE, secret, max_age=3600, httponly=True, samesite="Lax",
-                        secure=d.settings.secure_cookies)
-    return response
+    return redirect_to_platform(started.authorize_url, secret)
 
 
 def browser_secret() -> str | None:
     """The cookie that ties a callback to the browser that pressed Connect (see connections.same_browser_as)."""
     value = request.cookies.get(BROWSER_COOKIE)
     return value if value and len(value) <= 100 else None
+
+
+def flow_secret() -> str:
+    """This browser's flow secret: the one it already carries, or a new one."""
+    return browser_secret() or secrets.token_urlsafe(32)
+
+
+def redirect_to_platform(authorize_url: str, secret: str) -> Response:
+    """Send the browser to the platform's consent page, carrying the flow cookie for the callback."""
+    response = no_store(redirect(authorize_url, 303))
+    response.set_cookie(BROWSER_COOKIE, secret, max_age=3600, httponly=True, samesite="Lax",
+                        secure=deps().settings.secure_cookies)
+    return response
 
 
 @bp.get("/oauth/callback/<platform>")

@@ -3,15 +3,14 @@ their server, then goes to sign in there. Registered by portal.views.connect."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
-from flask import Response, make_response, redirect, render_template, request
+from flask import Response, make_response, render_template, request
 
 from portal.errors import ValidationFailed
 from portal.services import credentials, links
 from portal.services.agencies import branding_for
-from portal.views.connect import BROWSER_COOKIE, bp, browser_secret
+from portal.views.connect import bp, flow_secret, redirect_to_platform
 from portal.web import db, deps, no_store
 
 AUTH_KIND = "instance_oauth"
@@ -36,14 +35,11 @@ def instance_start(token: str, platform: str) -> Response:
     resolved = links.resolve_link(session, d.signer, token, d.now(), platform=platform)
     spec = credentials.spec_for_form(session, d, resolved, platform, AUTH_KIND)
     server = request.form.get("server", "")[:300]
-    secret = browser_secret() or secrets.token_urlsafe(32)
+    secret = flow_secret()
     try:
         started = credentials.begin_instance_oauth(session, d, resolved, platform, server, secret)
     except ValidationFailed as exc:
         session.rollback()
         return _form(resolved, spec, 400, error=exc.public_message, server=server)
     session.commit()
-    response = no_store(make_response(redirect(started.authorize_url, 303)))
-    response.set_cookie(BROWSER_COOKIE, secret, max_age=3600, httponly=True, samesite="Lax",
-                        secure=d.settings.secure_cookies)
-    return response
+    return redirect_to_platform(started.authorize_url, secret)
