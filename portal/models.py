@@ -69,6 +69,19 @@ class Agency(Base):
     notify_digest: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     digest_sent_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Origins (scheme://host[:port]) of the agency's own sites: the only pages allowed to frame the
+    # client pages, receive widget messages and be returned to after a redirect-mode connect.
+    embed_origins: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    favicon: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    favicon_type: Mapped[str | None] = mapped_column(String(32))
+    favicon_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The agency's own host (connect.agency.example) mapped to the portal; client pages and OAuth
+    # callbacks on it carry the agency's brand.
+    custom_domain: Mapped[str | None] = mapped_column(String(253), unique=True)
+    # Client pages' language when neither the link nor the browser picks one.
+    default_language: Mapped[str | None] = mapped_column(String(8))
+    # Offboarding: tokens are deleted at once; the rows after the retention period.
+    deleted_at: Mapped[datetime | None] = mapped_column()
 
 
 class Member(Base):
@@ -85,6 +98,24 @@ class Member(Base):
 
     def __repr__(self) -> str:
         return f"Member(id={self.id!r})"
+
+
+class MemberInvite(Base):
+    """An invitation to join an agency with a role. The emailed link carries a random token whose
+    SHA-256 is stored here; it is single-use and expires."""
+
+    __tablename__ = "member_invites"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[str | None] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column()
+    accepted_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AdminSession(Base):
@@ -107,6 +138,10 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(120))
     archived_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # White-label overrides of the agency's settings for this client (same keys as the link's).
+    branding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Offboarding: tokens are deleted at once; the rows after the retention period.
+    deleted_at: Mapped[datetime | None] = mapped_column()
 
 
 class ConnectLink(Base):
@@ -120,7 +155,7 @@ class ConnectLink(Base):
     token_id: Mapped[str] = mapped_column(String(43), unique=True)
     label: Mapped[str] = mapped_column(String(120), default="")
     allowed_platforms: Mapped[list[str]] = mapped_column(JSON)
-    expires_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(index=True)  # the link.expired sweep pages on it
     max_uses: Mapped[int | None] = mapped_column(Integer)
     uses: Mapped[int] = mapped_column(Integer, default=0)
     opened_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -131,6 +166,12 @@ class ConnectLink(Base):
     expected_accounts: Mapped[list[str] | None] = mapped_column(JSON)
     # A reconnect link belongs to one connection: a different account is refused, never swapped in.
     reconnect_connection_id: Mapped[str | None] = mapped_column(String(32))
+    # White-label overrides for this link (over the workspace's, over the agency's) and its language.
+    branding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    language: Mapped[str | None] = mapped_column(String(8))
+    emailed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When `link.expired` was emitted (once per link); the expiry sweep scans links where it is null.
+    expired_event_at: Mapped[datetime | None] = mapped_column()
 
     workspace: Mapped[Workspace] = relationship(lazy="joined")
 
@@ -142,6 +183,21 @@ class ConnectLink(Base):
         if self.max_uses is not None and self.uses >= self.max_uses:
             return "used up"
         return "active"
+
+
+class BrandAsset(Base):
+    """An uploaded image (logo or favicon) used by a workspace's or a link's branding override;
+    checked for type and size at upload and served by the portal, never hot-linked."""
+
+    __tablename__ = "brand_assets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # logo | favicon
+    content_type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ConnectAttempt(Base):
@@ -174,6 +230,10 @@ class ConnectAttempt(Base):
     browser_hash: Mapped[str | None] = mapped_column(String(64))
     # Telegram: hash of the one-time /connect code the client posts in the chat.
     connect_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Widget: the host page's origin (one of the agency's embed origins) and, in redirect mode, the
+    # validated URL on it to return to once the attempt ends.
+    widget_origin: Mapped[str | None] = mapped_column(String(255))
+    return_url: Mapped[str | None] = mapped_column(String(2048))
 
 
 class Connection(Base):
