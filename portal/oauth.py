@@ -8,7 +8,9 @@ knowing the platform. Token values never reach an exception message or a ``repr`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
+from requests.adapters import HTTPAdapter
 
 from portal.errors import PlatformError
 from portal.providers import ProviderSpec
@@ -105,9 +108,28 @@ def _retry_after(value: str | None) -> float | None:
 class OAuthClient:
     """Talks OAuth 2.0 to platforms described by ProviderSpecs."""
 
-    def __init__(self, timeout: float | tuple[float, float] = TIMEOUT, url_policy: GuardPolicy | None = None) -> None:
+    def __init__(self, timeout: float | tuple[float, float] = TIMEOUT, url_policy: GuardPolicy | None = None,
+                 pool_size: int = 32) -> None:
         self.timeout = timeout
         self.url_policy = url_policy or GuardPolicy()
+        # One keep-alive pool for every call to the catalog's platforms (a worker refreshes hundreds a second:
+        # a new TCP and TLS connection for each would cost more than the refresh itself). Proxies come from
+        # the environment once, not on every request as requests would look them up.
+        self._adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size)
+        self._proxies = urllib.request.getproxies()
+
+    def close(self) -> None:
+        self._adapter.close()
+
+    def _plain_session(self) -> requests.Session:
+        # A new session per call (no cookie ever carried from one platform or agency to another) over the
+        # shared connection pool.
+        session = requests.Session()
+        session.trust_env = False
+        session.proxies.update(self._proxies)
+        session.mount("https://", self._adapter)
+        session.mount("http://", self._adapter)
+        return session
 
     def guarded(self) -> SafeHTTPClient:
         """The SSRF-hardened client, for URLs an outsider chose (custom platforms, instances, PDS hosts)."""
@@ -128,11 +150,15 @@ class OAuthClient:
         # an OAuth-looking JSON error must stay temporary, and Retry-After must not be lost.
         for hook in ("access_token_response", "refresh_token_response"):
             session.register_compliance_hook(hook, _reject_throttled)
+        session.trust_env = False
+        session.proxies.update(self._proxies)
+        session.mount("https://", self._adapter)
+        session.mount("http://", self._adapter)
         return session
 
     def authorization_url(self, spec: ProviderSpec, app: AppCredentials, redirect_uri: str, state: str,
                           code_verifier: str | None, extra: dict[str, str] | None = None) -> str:
-        with self._session(spec, app, redirect_uri=redirect_uri) as session:
+        with _open(self._session(spec, app, redirect_uri=redirect_uri)) as session:
             url, _ = session.create_authorization_url(
                 spec.authorize_url, state=state, code_verifier=code_verifier if spec.pkce else None,
                 **{**dict(spec.authorize_params), **(extra or {})},
@@ -141,7 +167,7 @@ class OAuthClient:
 
     def exchange_code(self, spec: ProviderSpec, app: AppCredentials, redirect_uri: str, code: str,
                       code_verifier: str | None, now: datetime) -> TokenGrant:
-        with self._session(spec, app, redirect_uri=redirect_uri) as session:
+        with _open(self._session(spec, app, redirect_uri=redirect_uri)) as session:
             token = self._call(lambda: session.fetch_token(
                 spec.token_url, grant_type="authorization_code", code=code,
                 code_verifier=code_verifier if spec.pkce else None,
@@ -149,7 +175,7 @@ class OAuthClient:
         return grant_from(token, spec, now, spec.scopes)
 
     def refresh(self, spec: ProviderSpec, app: AppCredentials, refresh_token: str, now: datetime) -> TokenGrant:
-        with self._session(spec, app) as session:
+        with _open(self._session(spec, app)) as session:
             token = self._call(lambda: session.refresh_token(spec.token_url, refresh_token=refresh_token),
                                "token refresh")
         return grant_from(token, spec, now, spec.scopes, previous_refresh=refresh_token)
@@ -173,7 +199,7 @@ class OAuthClient:
     def revoke(self, spec: ProviderSpec, app: AppCredentials, token: str) -> None:
         if not spec.revoke_url:
             return
-        with self._session(spec, app) as session:
+        with _open(self._session(spec, app)) as session:
             self._call(lambda: session.revoke_token(spec.revoke_url, token=token), "revocation")
 
     def get_json(self, url: str, access_token: str, what: str) -> dict[str, Any]:
@@ -193,9 +219,18 @@ class OAuthClient:
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
         try:
-            response = requests.request(method, url, params=params, data=data, json=json_body, headers=all_headers,
-                                        auth=auth, timeout=self.timeout, stream=True, allow_redirects=False)
-            body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+            response = self._plain_session().request(
+                method, url, params=params, data=data, json=json_body, headers=all_headers, auth=auth,
+                timeout=self.timeout, stream=True, allow_redirects=False)
+            try:
+                body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+            except BaseException:
+                response.close()
+                raise
+            if len(body) > MAX_RESPONSE_BYTES:
+                response.close()  # not read to the end: the connection cannot be reused
+            else:
+                response.raw.release_conn()  # read to the end: back to the pool
         except requests.RequestException:
             # `from None`: a requests error quotes the URL, which may carry a secret in its query or path.
             raise PlatformError(PlatformError.TEMPORARY, f"the platform could not be reached ({what})") from None
@@ -233,6 +268,12 @@ class OAuthClient:
         if hasattr(result, "status_code") and result.status_code >= 400:
             raise classify_http(result.status_code, result.headers.get("Retry-After"), what)
         return result
+
+
+@contextmanager
+def _open(session: OAuth2Session) -> Iterator[OAuth2Session]:
+    """A session over the shared pool: closing it would close the pool, so it is just dropped."""
+    yield session
 
 
 def _reject_throttled(response: requests.Response) -> requests.Response:

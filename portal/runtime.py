@@ -32,6 +32,7 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.deps.oauth.close()
         if self.redis is not None:
             self.redis.close()
 

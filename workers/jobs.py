@@ -9,10 +9,15 @@ compare-and-swap and sweep marker, so nothing is refreshed twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from portal import queue
@@ -22,7 +27,8 @@ from portal.services import connections, sweeps, tokens
 from workers import runtime as worker_runtime
 
 log = logging.getLogger(__name__)
-BATCH_SIZE = 50
+T = TypeVar("T")
+BATCH_SIZE = 100
 REFRESH_THREADS = 16
 MAX_PER_SWEEP = 200_000
 WEBHOOK_BATCH_SIZE = 100
@@ -43,7 +49,7 @@ def refresh_connection_now(connection_id: str, runtime: Runtime | None = None) -
     return _refresh(connection_id, _runtime(runtime), force=True)
 
 
-def _refresh(connection_id: str, runtime: Runtime, force: bool, raise_temporary: bool = True) -> str:
+def _refresh(connection_id: str, runtime: Runtime, force: bool) -> str:
     db = runtime.session_factory()
     try:
         result = tokens.refresh_connection(db, runtime.deps, connection_id, force=force)
@@ -51,7 +57,7 @@ def _refresh(connection_id: str, runtime: Runtime, force: bool, raise_temporary:
         return "busy"  # the lock holder is doing the work
     except PlatformError as exc:
         log.info("refresh of %s failed: %s", connection_id, exc.kind)
-        if exc.permanent or not raise_temporary:
+        if exc.permanent:
             return f"failed:{exc.kind}"  # the row holds the outcome and the next try time
         raise  # temporary: RQ's Retry tries again later
     finally:
@@ -61,25 +67,86 @@ def _refresh(connection_id: str, runtime: Runtime, force: bool, raise_temporary:
 
 def refresh_batch(platform: str, *connection_ids: str, runtime: Runtime | None = None) -> dict[str, int]:
     """Refresh the due connections of one platform, REFRESH_THREADS at a time, within the platform's
-    rate (shared by every worker through Redis)."""
+    rate (shared by every worker through Redis).
+
+    The batch is read in one query; then each thread keeps one database connection for the whole batch
+    and takes the next connection as soon as it is free, so the pool stays full until the last few.
+    Each connection still gets its own lock, re-read, compare-and-swap and commit."""
     rt = _runtime(runtime)
+    ids = list(connection_ids)
+    try:
+        with _pinned_session(rt) as db:
+            plans, skipped = tokens.plan_refreshes(db, rt.deps, ids)
+        outcomes: list[str] = [str(outcome) for outcome in skipped.values()]
 
-    def one(connection_id: str) -> str:
-        try:
-            if not queue.take_platform_slot(rt, platform, rt.settings.platform_refreshes_per_second):
-                return "deferred"  # the platform's share of this second is used up: the next sweep takes it
-            return _refresh(connection_id, rt, force=False, raise_temporary=False)
-        except PortalError as exc:
-            return f"failed:{exc.code}"
-        finally:
-            queue.release_marker(rt, "refresh", connection_id)
+        def one(db: Session, plan: tokens.RefreshPlan) -> str:
+            if not _wait_for_platform_slot(rt, platform):
+                return "deferred"  # the platform stayed saturated: the next sweep finds it due again
+            try:
+                return str(tokens.refresh_planned(db, rt.deps, plan))
+            except RefreshBusy:
+                return "busy"  # the lock holder is doing the work
+            except PlatformError as exc:
+                log.info("refresh of %s failed: %s", plan.connection_id, exc.kind)
+                return f"failed:{exc.kind}"  # the row holds the outcome and the next try time
+            except PortalError as exc:
+                return f"failed:{exc.code}"
 
-    with ThreadPoolExecutor(max_workers=min(REFRESH_THREADS, max(1, len(connection_ids)))) as pool:
-        outcomes = list(pool.map(one, connection_ids))
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
+        outcomes += _fed_pool(rt, plans, one)
+    finally:
+        queue.release_markers(rt, "refresh", ids)
+    return dict(Counter(outcomes))
+
+
+def _wait_for_platform_slot(rt: Runtime, platform: str, max_wait: float = 3.0) -> bool:
+    """A slot in the platform's per-second budget, waiting for the next second rather than giving up."""
+    deadline = time.monotonic() + max_wait
+    while not queue.take_platform_slot(rt, platform, rt.settings.platform_refreshes_per_second):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0 - time.time() % 1.0 + random.uniform(0, 0.05))  # noqa: S311 - jitter
+    return True
+
+
+@contextmanager
+def _pinned_session(rt: Runtime) -> Iterator[Session]:
+    """A session that keeps one database connection however often it commits (no pool round trip and
+    liveness ping per commit)."""
+    connection = rt.engine.connect()
+    db = rt.session_factory(bind=connection)
+    try:
+        yield db
+    finally:
+        db.close()
+        connection.close()
+
+
+def _fed_pool(rt: Runtime, items: list[T], work: Callable[[Session, T], str]) -> list[str]:
+    """Run ``work`` over ``items`` on REFRESH_THREADS threads, each with its own pinned session, each taking
+    the next item as soon as it is done. A database error costs its item and that thread's connection."""
+    pending, outcomes = deque(items), []
+
+    def drain() -> None:
+        while pending:
+            with _pinned_session(rt) as db:
+                while True:
+                    try:
+                        item = pending.popleft()
+                    except IndexError:
+                        return
+                    try:
+                        outcomes.append(work(db, item))
+                    except SQLAlchemyError as exc:
+                        log.warning("database error during a refresh: %s", exc.__class__.__name__)
+                        outcomes.append("failed:database")
+                        break  # a new connection for the rest
+
+    threads = [threading.Thread(target=drain, daemon=True) for _ in range(min(REFRESH_THREADS, len(items)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 def sweep_refreshes(runtime: Runtime | None = None) -> int:
@@ -123,22 +190,17 @@ def check_batch(platform: str, *connection_ids: str, runtime: Runtime | None = N
     """Health-check ``connection_ids``, REFRESH_THREADS at a time."""
     rt = _runtime(runtime)
 
-    def one(connection_id: str) -> str:
-        db = rt.session_factory()
+    def one(db: Session, connection_id: str) -> str:
         try:
             return tokens.check_connection(db, rt.deps, connection_id)
         except PortalError as exc:
+            db.rollback()
             return f"failed:{exc.code}"
-        finally:
-            db.close()
-            queue.release_marker(rt, "check", connection_id)
 
-    with ThreadPoolExecutor(max_workers=min(REFRESH_THREADS, max(1, len(connection_ids)))) as pool:
-        outcomes = list(pool.map(one, connection_ids))
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
+    try:
+        return dict(Counter(_fed_pool(rt, list(connection_ids), one)))
+    finally:
+        queue.release_markers(rt, "check", list(connection_ids))
 
 
 def recover_stuck_refreshes(runtime: Runtime | None = None) -> int:

@@ -16,8 +16,10 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import JSON, Engine, Integer, String, Text, select, update
+from sqlalchemy import JSON, Engine, Integer, String, Text, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from portal.db import UTCDateTime, make_engine, make_session_factory, utcnow
@@ -158,7 +160,6 @@ class SandboxServer:
         self.redirect_prefix = redirect_prefix
         self.access_lifetime = access_lifetime
         self.refresh_lifetime = refresh_lifetime
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SandboxServer(client_id={self.client_id!r})"
@@ -241,21 +242,20 @@ class SandboxServer:
             condition = [SandboxToken.token_hash == _hash(refresh_token), SandboxToken.kind == "refresh",
                          SandboxToken.client_id == client_id, SandboxToken.platform == platform,
                          SandboxToken.revoked_at.is_(None), SandboxToken.expires_at > utcnow()]
+            columns = (SandboxToken.account_id, SandboxToken.scope, SandboxToken.family)
             if rotate:
-                spent = db.execute(update(SandboxToken).where(*condition).values(revoked_at=utcnow()))
-                found = spent.rowcount == 1  # type: ignore[attr-defined]
+                query: Any = update(SandboxToken).where(*condition).values(revoked_at=utcnow()).returning(*columns)
             else:
-                found = db.scalar(select(SandboxToken).where(*condition)) is not None
-            if not found:
+                query = select(*columns).where(*condition)
+            found = db.execute(query).one_or_none()
+            if found is None:
                 raise SandboxError("invalid_grant")
-            row = db.get(SandboxToken, _hash(refresh_token))
-            assert row is not None
-            issued = self._issue(db, client_id, row.account_id, row.scope, row.family, platform, access_lifetime,
-                                 refresh=rotate)
+            issued = self._issue(db, client_id, found.account_id, found.scope, found.family, platform,
+                                 access_lifetime, refresh=rotate)
             if not rotate:
                 issued = IssuedTokens(issued.access_token, refresh_token, issued.expires_in, issued.scope,
                                       issued.account_id)
-        self.count("refreshes")
+            self.count("refreshes", db)
         return issued
 
     def _issue(self, db: Session, client_id: str, account_id: str, scope: str, family: str,
@@ -264,13 +264,14 @@ class SandboxServer:
         lifetime = access_lifetime or self.access_lifetime
         access, refresh_token = "sbx_at_" + secrets.token_urlsafe(24), "sbx_rt_" + secrets.token_urlsafe(24)
         now = utcnow()
-        db.add(SandboxToken(token_hash=_hash(access), kind="access", family=family, client_id=client_id,
-                            account_id=account_id, scope=scope, expires_at=now + timedelta(seconds=lifetime),
-                            platform=platform, subject=subject))
+        common = {"family": family, "client_id": client_id, "account_id": account_id, "scope": scope,
+                  "platform": platform, "revoked_at": None}
+        rows = [{**common, "token_hash": _hash(access), "kind": "access", "subject": subject,
+                 "expires_at": now + timedelta(seconds=lifetime)}]
         if refresh:
-            db.add(SandboxToken(token_hash=_hash(refresh_token), kind="refresh", family=family, client_id=client_id,
-                                account_id=account_id, scope=scope, platform=platform,
-                                expires_at=now + timedelta(seconds=self.refresh_lifetime)))
+            rows.append({**common, "token_hash": _hash(refresh_token), "kind": "refresh", "subject": None,
+                         "expires_at": now + timedelta(seconds=self.refresh_lifetime)})
+        db.execute(insert(SandboxToken.__table__), rows)  # plain INSERTs: the token endpoint is hot in benchmarks
         return IssuedTokens(access, refresh_token if refresh else "", lifetime, scope, account_id)
 
     def exchange_access(self, platform: str, access_token: str, lifetime: int, client_id: str | None = None,
@@ -317,13 +318,20 @@ class SandboxServer:
 
     # Counters and failure switches ----------------------------------------------------------------
 
-    def count(self, name: str) -> None:
-        with self._lock, self.sessions.begin() as db:
-            row = db.get(SandboxCounter, name)
-            if row is None:
-                db.add(SandboxCounter(name=name, value=1))
-            else:
-                row.value += 1
+    def count(self, name: str, db: Session | None = None) -> None:
+        """Add one to a counter, atomically (gunicorn's processes count into the same row)."""
+        if db is None:
+            with self.sessions.begin() as own:
+                self.count(name, own)
+            return
+        table = SandboxCounter.__table__
+        bumped = db.execute(update(table).where(table.c.name == name).values(value=table.c.value + 1))
+        if bumped.rowcount == 0:  # type: ignore[attr-defined]
+            try:
+                with db.begin_nested():
+                    db.execute(insert(table).values(name=name, value=1))
+            except IntegrityError:  # another process created it first
+                db.execute(update(table).where(table.c.name == name).values(value=table.c.value + 1))
 
     def counters(self) -> dict[str, int]:
         with self.sessions() as db:
@@ -347,14 +355,18 @@ class SandboxServer:
                 switch.latency_ms = latency_ms
 
     def _maybe_fail(self, endpoint: str) -> None:
+        table = SandboxSwitch.__table__
         with self.sessions.begin() as db:
-            switch = db.get(SandboxSwitch, endpoint)
+            switch = db.execute(select(table.c.latency_ms, table.c.mode, table.c.remaining)
+                                .where(table.c.endpoint == endpoint)).one_or_none()
             if switch is None:
                 return
             delay, mode = switch.latency_ms / 1000, "none"
             if switch.remaining > 0 and switch.mode != "none":
-                switch.remaining -= 1
-                mode = switch.mode
+                taken = db.execute(update(table).where(table.c.endpoint == endpoint, table.c.remaining > 0)
+                                   .values(remaining=table.c.remaining - 1))
+                if taken.rowcount == 1:  # type: ignore[attr-defined]  # each failure is served once, across processes
+                    mode = switch.mode
         if delay:
             threading.Event().wait(delay)  # outside the transaction: SQLite must not stay locked meanwhile
         if mode == "none":

@@ -14,11 +14,12 @@ import enum
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session, lazyload
 
-from portal.errors import NotFound, PlatformError, RefreshBusy
+from portal.errors import NotFound, PlatformError, PortalError, RefreshBusy
 from portal.models import Connection, Health
 from portal.oauth import AppCredentials, TokenGrant
 from portal.providers import ProviderSpec
@@ -45,27 +46,75 @@ def is_due(connection: Connection, now: datetime, margin: timedelta) -> bool:
     return connection.token_expires_at is not None and connection.token_expires_at <= now + margin
 
 
+@dataclass(frozen=True)
+class RefreshPlan:
+    """What a refresh needs before it takes the lock: which lock, the version seen, the platform's spec and app."""
+
+    connection_id: str
+    lock_name: str
+    seen_version: int
+    spec: ProviderSpec
+    app: AppCredentials
+    has_siblings: bool
+
+
 def refresh_connection(db: Session, deps: Deps, connection_id: str, *, agency_id: str | None = None,
                        force: bool = False, actor: Actor = WORKER, lock_wait: float = 10.0) -> RefreshResult:
     """Refresh one connection's tokens. Commits: the refresh marker, then the new tokens."""
-    connection = _load(db, connection_id, agency_id)
-    if connection is None:
-        if agency_id is not None:
+    plans, skipped = plan_refreshes(db, deps, [connection_id], agency_id=agency_id, raise_errors=True)
+    if not plans:
+        outcome = skipped[connection_id]
+        if outcome == RefreshResult.GONE and agency_id is not None:
             raise NotFound("No such connection.")
-        return RefreshResult.GONE
-    # The spec and app are looked up once per refresh and passed down (each lookup is a query).
-    spec, app = spec_and_app(db, deps, connection.agency_id, connection.platform, connection.instance)
-    if not platforms.adapter_for(deps, spec).can_refresh(spec, connection.refresh_token_enc is not None):
-        return RefreshResult.NOT_REFRESHABLE
-    seen_version = connection.token_version
-    # One lock per grant: connections made from one authorization share its (rotating) refresh token.
-    lock_name = f"refresh:{connection.grant_id or connection_id}"
-    db.commit()  # hold no transaction while waiting for the lock or the platform
-    with deps.locks.hold(lock_name, ttl=deps.settings.refresh_lock_seconds,
-                         wait=lock_wait) as owned:
+        return outcome
+    return refresh_planned(db, deps, plans[0], force=force, actor=actor, lock_wait=lock_wait)
+
+
+def plan_refreshes(db: Session, deps: Deps, connection_ids: list[str], *, agency_id: str | None = None,
+                   raise_errors: bool = False) -> tuple[list[RefreshPlan], dict[str, RefreshResult | str]]:
+    """Plans for the refreshable connections among ``connection_ids``, read in one query; the others'
+    outcomes (gone, not refreshable, or a PortalError's code) by id. Ends its transaction."""
+    query = select(Connection.id, Connection.agency_id, Connection.platform, Connection.instance,
+                   Connection.grant_id, Connection.token_version,
+                   Connection.refresh_token_enc.is_not(None).label("has_refresh")).where(
+        Connection.id.in_(connection_ids))
+    if agency_id is not None:
+        query = query.where(Connection.agency_id == agency_id)
+    rows = db.execute(query).all()
+    grants = [row.grant_id for row in rows if row.grant_id]
+    shared = set(db.scalars(select(Connection.grant_id).where(Connection.grant_id.in_(grants))
+                            .group_by(Connection.grant_id).having(func.count() > 1))) if grants else set()
+    skipped: dict[str, RefreshResult | str] = {cid: RefreshResult.GONE for cid in connection_ids}
+    plans, platform_of = [], {}
+    for row in rows:
+        key = (row.agency_id, row.platform, row.instance)
+        try:
+            if key not in platform_of:  # each lookup is a query or two: once per agency and platform
+                platform_of[key] = spec_and_app(db, deps, row.agency_id, row.platform, row.instance)
+            spec, app = platform_of[key]
+        except PortalError as exc:
+            if raise_errors:
+                db.rollback()
+                raise
+            skipped[row.id] = f"failed:{exc.code}"
+            continue
+        if not platforms.adapter_for(deps, spec).can_refresh(spec, row.has_refresh):
+            skipped[row.id] = RefreshResult.NOT_REFRESHABLE
+            continue
+        del skipped[row.id]
+        # One lock per grant: connections made from one authorization share its (rotating) refresh token.
+        plans.append(RefreshPlan(row.id, f"refresh:{row.grant_id or row.id}", row.token_version, spec, app,
+                                 row.grant_id in shared))
+    db.rollback()  # hold no transaction while waiting for a lock or the platform
+    return plans, skipped
+
+
+def refresh_planned(db: Session, deps: Deps, plan: RefreshPlan, *, force: bool = False, actor: Actor = WORKER,
+                    lock_wait: float = 10.0) -> RefreshResult:
+    with deps.locks.hold(plan.lock_name, ttl=deps.settings.refresh_lock_seconds, wait=lock_wait) as owned:
         if not owned:
             raise RefreshBusy()
-        return _refresh_locked(db, deps, connection_id, seen_version, force, actor, spec, app)
+        return _refresh_locked(db, deps, plan, force, actor)
 
 
 def _load(db: Session, connection_id: str, agency_id: str | None) -> Connection | None:
@@ -77,32 +126,51 @@ def _load(db: Session, connection_id: str, agency_id: str | None) -> Connection 
     return db.scalar(query)
 
 
-def _refresh_locked(db: Session, deps: Deps, connection_id: str, seen_version: int, force: bool,
-                    actor: Actor, spec: ProviderSpec, app: AppCredentials) -> RefreshResult:
-    connection = _load(db, connection_id, None)
+# A refresh runs hundreds of times a second: its statements are built once, on the table (no ORM unit of
+# work), with bound parameters, so each run only binds values.
+_table = Connection.__table__
+_c = _table.c
+_READ = select(_c.id, _c.agency_id, _c.platform, _c.grant_id, _c.token_version, _c.health, _c.access_token_enc,
+               _c.refresh_token_enc, _c.token_expires_at, _c.refresh_expires_at, _c.last_refreshed_at,
+               _c.refresh_due_at, _c.scopes).where(_c.id == bindparam("connection_id"))
+_THIS_VERSION = (_c.id == bindparam("connection_id")) & (_c.token_version == bindparam("seen_version"))
+_MARK_REFRESHING = update(_table).where(_THIS_VERSION).values(health=Health.REFRESHING.value,
+                                                               refresh_started_at=bindparam("v_now"))
+_SAVED_FIELDS = ("access_token_enc", "refresh_token_enc", "token_expires_at", "refresh_expires_at", "scopes",
+                 "token_version", "health", "health_reason", "refresh_started_at", "last_refreshed_at",
+                 "last_checked_at", "updated_at", "refresh_due_at", "refresh_failures")
+_SAVE = update(_table).where(_THIS_VERSION).values({name: bindparam(f"v_{name}") for name in _SAVED_FIELDS})
+
+
+def _refresh_locked(db: Session, deps: Deps, plan: RefreshPlan, force: bool, actor: Actor) -> RefreshResult:
+    key = {"connection_id": plan.connection_id, "seen_version": plan.seen_version}
+    connection = db.execute(_READ, key).one_or_none()
     if connection is None:
+        db.rollback()
         return RefreshResult.GONE
-    if connection.token_version != seen_version:
+    if connection.token_version != plan.seen_version:
+        db.rollback()
         return RefreshResult.ADOPTED
     margin = timedelta(seconds=deps.settings.refresh_margin_seconds)
-    if not force and not is_due(connection, deps.now(), margin):
+    if not force and not is_due(connection, deps.now(), margin):  # type: ignore[arg-type]
+        db.rollback()
         return RefreshResult.NOT_DUE
     previous_health = connection.health if connection.health != Health.REFRESHING else Health.HEALTHY
     was_error = connection.health == Health.ERROR
-    connection.health = Health.REFRESHING
-    connection.refresh_started_at = deps.now()
-    access_token, refresh_token = read_tokens(deps, connection)
+    db.execute(_MARK_REFRESHING, {**key, "v_now": deps.now()})
+    access_token, refresh_token = read_tokens(deps, connection)  # type: ignore[arg-type]
     db.commit()  # a crash from here on is visible as a connection stuck in Refreshing
     try:
-        grant = platforms.adapter_for(deps, spec).refresh(spec, app, access_token, refresh_token, deps.now())
+        grant = platforms.adapter_for(deps, plan.spec).refresh(plan.spec, plan.app, access_token, refresh_token,
+                                                               deps.now())
     except PlatformError as exc:
-        return _record_failure(db, deps, connection_id, seen_version, previous_health, exc, actor)
-    return _save(db, deps, connection, seen_version, grant, actor, spec, recovered_from_error=was_error)
+        return _record_failure(db, deps, plan.connection_id, plan.seen_version, previous_health, exc, actor)
+    return _save(db, deps, connection, plan, grant, actor, recovered_from_error=was_error)
 
 
-def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, grant: TokenGrant,
-          actor: Actor, spec: ProviderSpec, recovered_from_error: bool = False) -> RefreshResult:
-    cipher, now = deps.cipher, deps.now()
+def _save(db: Session, deps: Deps, connection: Row[Any], plan: RefreshPlan, grant: TokenGrant, actor: Actor,
+          recovered_from_error: bool = False) -> RefreshResult:
+    cipher, now, seen_version = deps.cipher, deps.now(), plan.seen_version
     lifetime = (connection.token_expires_at - connection.last_refreshed_at
                 if connection.token_expires_at and connection.last_refreshed_at else None)
     values = {
@@ -114,34 +182,36 @@ def _save(db: Session, deps: Deps, connection: Connection, seen_version: int, gr
         "refresh_expires_at": grant.refresh_expires_at or connection.refresh_expires_at,
         "scopes": " ".join(grant.scopes) or connection.scopes,
         "token_version": seen_version + 1,
-        "health": Health.HEALTHY,
+        "health": Health.HEALTHY.value,
         "health_reason": "",
         "refresh_started_at": None,
         "last_refreshed_at": now,
         "last_checked_at": now,
         "updated_at": now,
-        "refresh_due_at": schedule.next_refresh(True, spec.refresh, grant.expires_at, now, lifetime),
+        "refresh_due_at": schedule.next_refresh(True, plan.spec.refresh, grant.expires_at, now, lifetime),
         "refresh_failures": 0,
     }
-    saved = db.execute(update(Connection)
-                       .where(Connection.id == connection.id, Connection.token_version == seen_version)
-                       .values(**values).execution_options(synchronize_session=False))
+    saved = db.execute(_SAVE, {"connection_id": connection.id, "seen_version": seen_version,
+                               **{f"v_{name}": value for name, value in values.items()}})
     if saved.rowcount != 1:  # type: ignore[attr-defined]
         # Deleted meanwhile (a disconnect wins) or, impossibly under the lock, saved by another.
         db.rollback()
         return RefreshResult.GONE
-    _share_with_siblings(db, deps, connection, grant, values)
-    audit.record(db, connection.agency_id, actor, "connection.refreshed", "connection", connection.id,
-                 platform=connection.platform, expires_at=grant.expires_at.isoformat() if grant.expires_at else None)
+    if plan.has_siblings:
+        _share_with_siblings(db, deps, connection, grant, values)
+    audit.record_now(db, connection.agency_id, actor, "connection.refreshed", "connection", connection.id,
+                     platform=connection.platform,
+                     expires_at=grant.expires_at.isoformat() if grant.expires_at else None)
     if recovered_from_error:
-        db.refresh(connection)
-        audit.record(db, connection.agency_id, actor, "connection.recovered", "connection", connection.id)
-        notifications.recovered(db, deps, connection)
+        audit.record_now(db, connection.agency_id, actor, "connection.recovered", "connection", connection.id)
+        recovered = _load(db, connection.id, None)
+        if recovered is not None:
+            notifications.recovered(db, deps, recovered)
     db.commit()
     return RefreshResult.REFRESHED
 
 
-def _siblings(db: Session, connection: Connection) -> list[Connection]:
+def _siblings(db: Session, connection: Connection | Row[Any]) -> list[Connection]:
     if connection.grant_id is None:
         return []
     return list(db.scalars(select(Connection).where(
@@ -149,7 +219,7 @@ def _siblings(db: Session, connection: Connection) -> list[Connection]:
         Connection.id != connection.id).execution_options(populate_existing=True)))
 
 
-def _share_with_siblings(db: Session, deps: Deps, connection: Connection, grant: TokenGrant,
+def _share_with_siblings(db: Session, deps: Deps, connection: Row[Any], grant: TokenGrant,
                          values: dict[str, object]) -> None:
     """The same new tokens for every connection of the grant, each encrypted for its own row, in the
     refresher's transaction: the old (rotated) refresh token is dead for all of them."""
