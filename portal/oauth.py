@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import certifi
 import requests
+import urllib3
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from requests.adapters import HTTPAdapter
@@ -117,9 +119,14 @@ class OAuthClient:
         # the environment once, not on every request as requests would look them up.
         self._adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size)
         self._proxies = urllib.request.getproxies()
+        # Token refreshes and revocations go straight to urllib3 (requests' own bookkeeping cost as much CPU
+        # as the rest of a refresh); certificates are checked against the same bundle requests uses.
+        self._token_pool = urllib3.PoolManager(num_pools=16, maxsize=pool_size, cert_reqs="CERT_REQUIRED",
+                                               ca_certs=certifi.where(), retries=False)
 
     def close(self) -> None:
         self._adapter.close()
+        self._token_pool.clear()
 
     def _plain_session(self) -> requests.Session:
         # A new session per call (no cookie ever carried from one platform or agency to another) over the
@@ -136,7 +143,8 @@ class OAuthClient:
         return SafeHTTPClient(self.url_policy)
 
     def _session(self, spec: ProviderSpec, app: AppCredentials, **kwargs: Any) -> OAuth2Session:
-        session = OAuth2Session(
+        session = _PooledOAuth2Session(
+            self._token_pool if not self._proxies else None,
             client_id=app.client_id,
             client_secret=app.client_secret,
             token_endpoint_auth_method=spec.token_auth_method,
@@ -268,6 +276,52 @@ class OAuthClient:
         if hasattr(result, "status_code") and result.status_code >= 400:
             raise classify_http(result.status_code, result.headers.get("Retry-After"), what)
         return result
+
+
+class _PooledOAuth2Session(OAuth2Session):  # type: ignore[misc]
+    """Authlib's session, with refresh and revocation requests sent over a shared urllib3 pool."""
+
+    def __init__(self, pool: urllib3.PoolManager | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool = pool
+
+    def _http_post(self, url: str, body: str | None = None, auth: Any = None, headers: dict[str, str] | None = None,
+                   **kwargs: Any) -> Any:
+        if self._pool is None:  # behind a proxy: requests knows how to reach it
+            return super()._http_post(url, body=body, auth=auth, headers=headers, **kwargs)
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json",
+                   **(headers or {})}
+        body = body or ""
+        if auth is not None:  # client authentication: a Basic header or the secret in the body
+            url, headers, body = auth.prepare("POST", url, headers, body)
+        connect, read = self.default_timeout if isinstance(self.default_timeout, tuple) else (TIMEOUT[0], TIMEOUT[1])
+        try:
+            response = self._pool.request("POST", url, body=body.encode(), headers=headers, redirect=False,
+                                          preload_content=False, timeout=urllib3.Timeout(connect=connect, read=read))
+            content = response.read(MAX_RESPONSE_BYTES + 1)
+        except urllib3.exceptions.HTTPError:
+            raise requests.ConnectionError("the token endpoint could not be reached") from None
+        if len(content) > MAX_RESPONSE_BYTES:
+            response.close()  # not read to the end: never back in the pool
+            raise PlatformError(PlatformError.TEMPORARY, "the platform's answer was too large (token request)")
+        response.release_conn()
+        return _TokenResponse(response.status, response.headers, content)
+
+
+@dataclass(frozen=True)
+class _TokenResponse:
+    """What Authlib and the compliance hook read of a token endpoint's answer."""
+
+    status_code: int
+    headers: Any
+    content: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise requests.HTTPError(f"HTTP {self.status_code}", response=self)  # type: ignore[arg-type]
 
 
 @contextmanager
