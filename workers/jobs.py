@@ -163,8 +163,7 @@ def sweep_checks(runtime: Runtime | None = None) -> int:
 
 def _sweep(rt: Runtime, kind: str, find: Any, job: str) -> int:
     enqueued, after = 0, None
-    db = rt.session_factory()
-    try:
+    with _pinned_session(rt) as db:  # one connection for every page
         while enqueued < MAX_PER_SWEEP:
             batch = find(db, rt.deps.now(), limit=1000, after=after)
             db.rollback()
@@ -181,8 +180,6 @@ def _sweep(rt: Runtime, kind: str, find: Any, job: str) -> int:
                     chunk = ids[start:start + BATCH_SIZE]
                     queue.enqueue_batch(rt, job, chunk, kind=kind, platform=platform)
                     enqueued += len(chunk)
-    finally:
-        db.close()
     return enqueued
 
 
