@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from portal.models import Connection, Health
@@ -21,15 +21,22 @@ Cursor = tuple[datetime, str]
 Due = tuple[datetime, str, str]  # (sort key, connection id, platform)
 
 
+# Sweep pages are built once, with bound parameters: each page only binds its cursor.
+_c = Connection.__table__.c
+_DUE = (select(_c.refresh_due_at, _c.id, _c.platform).where(_c.refresh_due_at <= bindparam("now"))
+        .order_by(_c.refresh_due_at, _c.id).limit(bindparam("limit")))
+_DUE_AFTER = _DUE.where(tuple_(_c.refresh_due_at, _c.id) > tuple_(
+    bindparam("after_due", type_=_c.refresh_due_at.type), bindparam("after_id", type_=_c.id.type)))
+
+
 def due_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Due]:
     """The next ``limit`` connections due for refresh, oldest first, as keyset cursors (due_at, id):
-    one range scan of the refresh_due_at index, flat in cost however many rows the table holds."""
-    query = (select(Connection.refresh_due_at, Connection.id, Connection.platform)
-             .where(Connection.refresh_due_at <= now)
-             .order_by(Connection.refresh_due_at, Connection.id).limit(limit))
-    if after is not None:
-        query = query.where(tuple_(Connection.refresh_due_at, Connection.id) > after)
-    return [(due, cid, platform) for due, cid, platform in db.execute(query)]
+    one index-only range scan (ix_connections_refresh_sweep), flat in cost however many rows the table holds."""
+    if after is None:
+        rows = db.execute(_DUE, {"now": now, "limit": limit})
+    else:
+        rows = db.execute(_DUE_AFTER, {"now": now, "limit": limit, "after_due": after[0], "after_id": after[1]})
+    return [(due, cid, platform) for due, cid, platform in rows]
 
 
 CHECK_EVERY = timedelta(days=1)
