@@ -16,9 +16,8 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import JSON, Engine, Integer, String, Text, insert, select, update
+from sqlalchemy import JSON, Engine, Integer, String, Text, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -147,6 +146,22 @@ def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
 
 
+# The token endpoint's statements, built once (benchmarks send it hundreds of requests a second).
+_tokens, _switches, _counters = SandboxToken.__table__.c, SandboxSwitch.__table__.c, SandboxCounter.__table__.c
+_LIVE_REFRESH = ((_tokens.token_hash == bindparam("hash")) & (_tokens.kind == "refresh")
+                 & (_tokens.client_id == bindparam("client")) & (_tokens.platform == bindparam("on_platform"))
+                 & _tokens.revoked_at.is_(None) & (_tokens.expires_at > bindparam("now")))
+_SPEND_REFRESH = (update(SandboxToken.__table__).where(_LIVE_REFRESH).values(revoked_at=bindparam("v_revoked_at"))
+                  .returning(_tokens.account_id, _tokens.scope, _tokens.family))
+_FIND_REFRESH = select(_tokens.account_id, _tokens.scope, _tokens.family).where(_LIVE_REFRESH)
+_READ_SWITCH = select(_switches.latency_ms, _switches.mode, _switches.remaining).where(
+    _switches.endpoint == bindparam("endpoint"))
+_TAKE_FAILURE = update(SandboxSwitch.__table__).where(_switches.endpoint == bindparam("switch"),
+                                                     _switches.remaining > 0).values(remaining=_switches.remaining - 1)
+_BUMP_COUNTER = update(SandboxCounter.__table__).where(_counters.name == bindparam("counter")).values(
+    value=_counters.value + 1)
+
+
 class SandboxServer:
     """The authorization server's logic; the blueprint in portal.views.sandbox speaks HTTP for it."""
 
@@ -239,15 +254,10 @@ class SandboxServer:
         self._maybe_fail("token")
         with self.sessions.begin() as db:
             # Rotation: the update succeeds once per refresh token; a second use finds it revoked.
-            condition = [SandboxToken.token_hash == _hash(refresh_token), SandboxToken.kind == "refresh",
-                         SandboxToken.client_id == client_id, SandboxToken.platform == platform,
-                         SandboxToken.revoked_at.is_(None), SandboxToken.expires_at > utcnow()]
-            columns = (SandboxToken.account_id, SandboxToken.scope, SandboxToken.family)
-            if rotate:
-                query: Any = update(SandboxToken).where(*condition).values(revoked_at=utcnow()).returning(*columns)
-            else:
-                query = select(*columns).where(*condition)
-            found = db.execute(query).one_or_none()
+            now = utcnow()
+            found = db.execute(_SPEND_REFRESH if rotate else _FIND_REFRESH, {
+                "hash": _hash(refresh_token), "client": client_id, "on_platform": platform, "now": now,
+                "v_revoked_at": now}).one_or_none()
             if found is None:
                 raise SandboxError("invalid_grant")
             issued = self._issue(db, client_id, found.account_id, found.scope, found.family, platform,
@@ -324,14 +334,12 @@ class SandboxServer:
             with self.sessions.begin() as own:
                 self.count(name, own)
             return
-        table = SandboxCounter.__table__
-        bumped = db.execute(update(table).where(table.c.name == name).values(value=table.c.value + 1))
-        if bumped.rowcount == 0:  # type: ignore[attr-defined]
+        if db.execute(_BUMP_COUNTER, {"counter": name}).rowcount == 0:  # type: ignore[attr-defined]
             try:
                 with db.begin_nested():
-                    db.execute(insert(table).values(name=name, value=1))
+                    db.execute(insert(SandboxCounter.__table__).values(name=name, value=1))
             except IntegrityError:  # another process created it first
-                db.execute(update(table).where(table.c.name == name).values(value=table.c.value + 1))
+                db.execute(_BUMP_COUNTER, {"counter": name})
 
     def counters(self) -> dict[str, int]:
         with self.sessions() as db:
@@ -355,16 +363,13 @@ class SandboxServer:
                 switch.latency_ms = latency_ms
 
     def _maybe_fail(self, endpoint: str) -> None:
-        table = SandboxSwitch.__table__
         with self.sessions.begin() as db:
-            switch = db.execute(select(table.c.latency_ms, table.c.mode, table.c.remaining)
-                                .where(table.c.endpoint == endpoint)).one_or_none()
+            switch = db.execute(_READ_SWITCH, {"endpoint": endpoint}).one_or_none()
             if switch is None:
                 return
             delay, mode = switch.latency_ms / 1000, "none"
             if switch.remaining > 0 and switch.mode != "none":
-                taken = db.execute(update(table).where(table.c.endpoint == endpoint, table.c.remaining > 0)
-                                   .values(remaining=table.c.remaining - 1))
+                taken = db.execute(_TAKE_FAILURE, {"switch": endpoint})
                 if taken.rowcount == 1:  # type: ignore[attr-defined]  # each failure is served once, across processes
                     mode = switch.mode
         if delay:
