@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import DateTime, bindparam, select, tuple_, type_coerce, update
 from sqlalchemy.orm import Session
 
 from portal.models import Connection, Health
@@ -22,11 +22,14 @@ Due = tuple[datetime, str, str]  # (sort key, connection id, platform)
 
 
 # Sweep pages are built once, with bound parameters: each page only binds its cursor.
+# The cursor's due time comes back as the driver gives it and goes back the same way: a thousand rows a
+# page need no conversion to aware UTC datetimes just to be handed back.
 _c = Connection.__table__.c
-_DUE = (select(_c.refresh_due_at, _c.id, _c.platform).where(_c.refresh_due_at <= bindparam("now"))
+_raw_due = type_coerce(_c.refresh_due_at, DateTime(timezone=True))
+_DUE = (select(_raw_due, _c.id, _c.platform).where(_c.refresh_due_at <= bindparam("now"))
         .order_by(_c.refresh_due_at, _c.id).limit(bindparam("limit")))
 _DUE_AFTER = _DUE.where(tuple_(_c.refresh_due_at, _c.id) > tuple_(
-    bindparam("after_due", type_=_c.refresh_due_at.type), bindparam("after_id", type_=_c.id.type)))
+    bindparam("after_due", type_=DateTime(timezone=True)), bindparam("after_id", type_=_c.id.type)))
 
 
 def due_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | None = None) -> list[Due]:
@@ -36,7 +39,7 @@ def due_batch(db: Session, now: datetime, limit: int = 1000, after: Cursor | Non
         rows = db.execute(_DUE, {"now": now, "limit": limit})
     else:
         rows = db.execute(_DUE_AFTER, {"now": now, "limit": limit, "after_due": after[0], "after_id": after[1]})
-    return [(due, cid, platform) for due, cid, platform in rows]
+    return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
 CHECK_EVERY = timedelta(days=1)

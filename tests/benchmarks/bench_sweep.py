@@ -141,7 +141,7 @@ class SweepBench:
 
     def _page(self, capture: list[tuple[str, Any]] | None) -> list[Page]:
         """Page through every due connection the way ``workers.jobs.sweep_refreshes`` does (a rollback after
-        each page), timing each due_batch call and the driver's execute inside it."""
+        each page, on one pinned connection), timing each due_batch call and the driver's execute inside it."""
         execute: list[float] = []
 
         def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -156,7 +156,8 @@ class SweepBench:
         for name, fn in listeners:
             event.listen(self.engine, name, fn)
         pages, after = [], None
-        db = self.sessions()
+        connection = self.engine.connect()  # one connection across pages, as the sweeper keeps (_pinned_session)
+        db = self.sessions(bind=connection)
         try:
             while True:
                 execute.clear()
@@ -170,6 +171,7 @@ class SweepBench:
                 after = batch[-1][:2]
         finally:
             db.close()
+            connection.close()
             for name, fn in listeners:
                 event.remove(self.engine, name, fn)
         if capture:
