@@ -249,7 +249,7 @@ def report(results: list[SizeResult]) -> None:
     print(sup.table(["connections", "due", "full pages", "first", "median", "p95", "max", "last full",
                      "median in execute", "server ms first / last", "insert + vacuum"], rows))
     print("  (execute: the driver's call, i.e. BEGIN, the query's round trip and the rows' transfer; the rest is "
-          "the pool's checkout ping and SQLAlchemy building the query and the result)")
+          "SQLAlchemy binding the query and building the result)")
     print("\nThe sweeper process (workers.jobs.sweep_refreshes: pages, Redis markers, RQ jobs), one full sweep:")
     rows = []
     for r in results:
