@@ -159,3 +159,25 @@ def _error_page(status: int, message: str) -> Response:
     response = Response(render_template("errors/error.html", status=status, message=message), status=status)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def create_platform_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """The sandbox platform on its own, without the portal's database, runtime and request hooks: what a remote
+    platform is to the portal. Benchmarks serve it in processes of their own, so that the platform's CPU is a
+    platform's, not the portal's."""
+    from portal.sandbox import SandboxServer
+    from portal.views import sandbox
+
+    settings = config if isinstance(config, Settings) else load_settings(**dict(config or {}))
+    if not settings.sandbox_enabled:
+        raise RuntimeError("the sandbox is not enabled in these settings")
+    app = Flask("sandbox", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "portal" / "static"),
+                instance_path=str(settings.instance_path))
+    app.config.update(SECRET_KEY=settings.secret_keys[0], EASYCONNECT_SETTINGS=settings)
+    web.init_security_headers(app, settings.secure_cookies, _sandbox_origin(settings))
+    i18n.init_app(app, str(ROOT / "portal" / "translations"))
+    app.extensions["sandbox"] = SandboxServer(
+        settings.sandbox_database_url, settings.sandbox_client_id, settings.sandbox_client_secret,
+        settings.sandbox_redirect_allowed_prefix(), settings.sandbox_access_lifetime, settings.sandbox_refresh_lifetime)
+    app.register_blueprint(sandbox.bp)
+    return app

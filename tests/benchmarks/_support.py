@@ -130,10 +130,11 @@ class BenchEnv:
 
 
 def sandbox_app() -> Any:
-    """gunicorn's entry point for the sandbox (``tests.benchmarks._support:sandbox_app()``)."""
-    from portal.app import create_app
+    """gunicorn's entry point for the sandbox (``tests.benchmarks._support:sandbox_app()``): the platform alone,
+    as a remote platform would be, without the portal's request hooks."""
+    from portal.app import create_platform_app
 
-    return create_app(load_settings(sandbox_access_lifetime=ACCESS_LIFETIME))
+    return create_platform_app(load_settings(sandbox_access_lifetime=ACCESS_LIFETIME))
 
 
 def free_port() -> int:
