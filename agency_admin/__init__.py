@@ -11,4 +11,14 @@ login_manager.login_view = "agency_admin.login"
 login_manager.login_message = "Please log in to continue."
 login_manager.session_protection = "basic"
 
-from agency_admin import api_keys, auth, views, webhooks  # noqa: E402,F401  (routes register on import)
+from agency_admin import (  # noqa: E402,F401  (routes register on import)
+    api_keys,
+    auth,
+    branding,
+    embed,
+    offboarding,
+    roles,
+    team,
+    views,
+    webhooks,
+)

@@ -37,7 +37,8 @@ def create_api_key() -> Any:
     actor = Actor("member", current_user.member.id, client_ip())
     try:
         _, secret = api_keys.create_key(db(), _agency_id(), request.form.get("name", ""),
-                                        request.form.get("scope", ""), actor, deps().now())
+                                        request.form.get("scope", ""), actor, deps().now(),
+                                        creator_role=current_user.member.role)
     except ValidationFailed as exc:
         db().rollback()
         flash(exc.public_message, "error")

@@ -29,7 +29,9 @@ class AdminUser(UserMixin):
 def load_user(session_id: str) -> AdminUser | None:
     member = agencies.member_for_session(db(), session_id, deps().now())
     db().commit()  # end the read: a view may call out (e.g. OIDC discovery) before it writes
-    return AdminUser(member, session_id) if member else None
+    if member is None or member.agency.deleted_at is not None:  # a deleted agency's sessions are over
+        return None
+    return AdminUser(member, session_id)
 
 
 def _start_session(member: Member) -> None:
@@ -39,12 +41,17 @@ def _start_session(member: Member) -> None:
     login_user(AdminUser(member, session_id))
 
 
+start_session = _start_session  # also used when an invitee joins
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if current_user.is_authenticated:
         return redirect(url_for("agency_admin.dashboard"))
     if request.method == "POST":
         member = agencies.authenticate(db(), request.form.get("email", ""), request.form.get("password", ""))
+        if member is not None and member.agency.deleted_at is not None:
+            member = None  # the agency was deleted: same answer as a wrong password
         if member is None:
             flash("That email and password do not match an account.", "error")
             return render_template("agency_admin/login.html", email=request.form.get("email", "")), 401

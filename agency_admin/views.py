@@ -33,7 +33,7 @@ def _agency_id() -> str:
 
 @bp.before_request
 def _require_login() -> Any:
-    if request.endpoint in ("agency_admin.login", "agency_admin.signup"):
+    if request.endpoint in ("agency_admin.login", "agency_admin.signup", "agency_admin.accept_invite"):
         return None
     if not current_user.is_authenticated:
         return redirect(url_for("agency_admin.login", next=None))
@@ -126,9 +126,10 @@ def create_link() -> Any:
         link = links.create_link(
             db(), deps(), _agency_id(), _actor(), workspace_id=workspace_id,
             platforms=form.getlist("platforms"), available=platforms.offered(db(), deps(), _agency_id()),
-            lifetime=timedelta(hours=_int(form.get("lifetime_hours"), "Expiry")),
+            lifetime=links.lifetime_in_hours(_int(form.get("lifetime_hours"), "Expiry")),
             max_uses=None if form.get("max_uses", "").strip() in ("", "unlimited") else _int(form["max_uses"], "Uses"),
-            label=form.get("label", ""), expected_accounts=form.get("expected_accounts", "").splitlines())
+            label=form.get("label", ""), expected_accounts=form.get("expected_accounts", "").splitlines(),
+            language=form.get("language") or None)
     except ValidationFailed as exc:
         flash(exc.public_message, "error")
         return redirect(url_for("agency_admin.workspace", workspace_id=workspace_id) if workspace_id

@@ -78,12 +78,15 @@ def _sandbox_origin(settings: Settings) -> str:
 def _register_blueprints(app: Flask, settings: Settings) -> None:
     from agency_admin import bp as admin_bp
     from agency_admin import login_manager
-    from portal.views import api, connect, home
+    from portal.views import api, connect, home, widget
 
     login_manager.init_app(app)
+    if settings.custom_domains:
+        app.before_request(connect.guard_custom_domain)
     csrf.exempt(connect.bp)  # capability URLs without cookies: see portal.views.connect
     app.register_blueprint(home.bp)
     app.register_blueprint(connect.bp)
+    app.register_blueprint(widget.bp)  # connect.js, widget session status, phone hand-off
     app.register_blueprint(admin_bp)
     # One limiter per app: limits registered on a shared one would leak between apps (tests, workers).
     limiter = Limiter(key_func=get_remote_address, default_limits=[], app=app)
@@ -96,6 +99,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     for endpoint, limit in limited.items():
         # Flask-Limiter enforces a decorated limit inside the wrapper, so the wrapper must replace the view.
         app.view_functions[endpoint] = limiter.limit(limit, methods=["POST"])(app.view_functions[endpoint])
+    _limit_widget(app, limiter)
     if settings.sandbox_enabled:
         from portal.sandbox import SandboxServer
         from portal.views import sandbox
@@ -106,6 +110,25 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
             settings.sandbox_refresh_lifetime)
         csrf.exempt(sandbox.bp)  # it stands in for a remote platform, which has its own rules
         app.register_blueprint(sandbox.bp)
+
+
+# The widget's public entry points, per address: embedded link pages (the link page itself only with ``?embed=``),
+# the host pages' status polls (one every 1.5 s per open widget) and new hand-off codes. Read per request from
+# app.config, so an operator (or a test) can change them.
+WIDGET_RATE_LIMITS = {"connect.link_page": ("WIDGET_EMBED_RATE_LIMIT", "120 per minute"),
+                      "widget.status": ("WIDGET_STATUS_RATE_LIMIT", "300 per minute"),
+                      "widget.handoff_code": ("WIDGET_HANDOFF_RATE_LIMIT", "20 per minute"),
+                      "widget.handoff": ("WIDGET_HANDOFF_RATE_LIMIT", "20 per minute")}
+
+
+def _limit_widget(app: Flask, limiter: Limiter) -> None:
+    csrf.exempt(app.view_functions["widget.handoff_code"])  # no cookies: the link token is the capability
+    for endpoint, (key, default) in WIDGET_RATE_LIMITS.items():
+        app.config.setdefault(key, default)
+        plain_link_page = endpoint == "connect.link_page"  # plain visits are not the widget's to count
+        limit = limiter.limit(lambda key=key: str(app.config[key]),
+                              exempt_when=lambda plain=plain_link_page: plain and not request.args.get("embed"))
+        app.view_functions[endpoint] = limit(app.view_functions[endpoint])
 
 
 def _register_error_handlers(app: Flask) -> None:

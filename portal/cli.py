@@ -167,9 +167,39 @@ def demo(host: str, port: int, no_serve: bool) -> None:
     click.echo(f"EasyConnect link: {url}")
     click.echo(f"Sandbox controls (make platforms fail, to see every health state): "
                f"{rt.settings.sandbox_url}/controls")
+    widget_page = ensure_widget_demo(rt, port + 1)
+    click.echo(f"Widget demo (the agency's own site, another origin, embedding the link): {widget_page}")
     sys.stdout.flush()
     if not no_serve:
+        serve_widget_demo(host, port + 1, rt.settings.base_url, url)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def ensure_widget_demo(rt: Runtime, port: int) -> str:
+    """Allow http://localhost:<port> as the demo agency's embed origin; returns that page's URL."""
+    from portal.services import widget
+
+    origin = f"http://localhost:{port}"
+    with session_scope(rt.session_factory) as db:
+        member = db.scalar(select(Member).where(Member.email == DEMO_EMAIL))
+        agency = db.get(Agency, member.agency_id) if member else None
+        if agency is not None and origin not in (agency.embed_origins or []):
+            widget.add_embed_origin(db, agency, origin, SYSTEM, production=rt.settings.production)
+    return origin + "/"
+
+
+def serve_widget_demo(host: str, port: int, portal_base_url: str, link_url: str) -> None:
+    """A stand-in for the agency's site on another origin (another port), in a background thread."""
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    from portal.demo_assets import widget_host_page
+
+    page = widget_host_page(portal_base_url, link_url)
+    server = make_server(host, port, Response(page, mimetype="text/html"), threaded=True)
+    threading.Thread(target=server.serve_forever, name="widget-demo", daemon=True).start()
 
 
 COMMANDS = [init_db, create_agency, create_link, rotate_token_keys, new_key, demo]

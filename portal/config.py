@@ -41,6 +41,10 @@ ENV_DOC: dict[str, str] = {
     "PORTAL_PLATFORM_REFRESHES_PER_SECOND": "sweep refreshes per second per platform, across workers (200)",
     "PORTAL_SMTP_URL": "smtp://user:pass@host:587 (smtp+starttls://, smtps://); unset: mail stays in the outbox",
     "PORTAL_MAIL_FROM": "sender of notification mail",
+    "PORTAL_OFFBOARDING_RETENTION_DAYS": "days a deleted workspace's or agency's rows are kept (tokens go at once; 30)",
+    "PORTAL_EVENT_RETENTION_DAYS": "days finished webhook deliveries/events and sent emails are kept (30)",
+    "PORTAL_NOTIFICATION_RETENTION_DAYS": "days read notifications are kept (90)",
+    "PORTAL_CUSTOM_DOMAINS": "1 lets agencies map their own host to the portal (default 0); see README",
     "PORTAL_ALLOW_PRIVATE_URLS": "1 lets user-supplied URLs reach private addresses (default on outside production; "
                                  "refused in production)",
 }
@@ -90,6 +94,14 @@ class Settings:
     mail_from: str = "EasyConnect <no-reply@localhost>"
     extra: Mapping[str, Any] = field(default_factory=dict)
     api_rate_limit: str = "600 per minute"  # per REST API key (per address for requests without one)
+    # Agencies may map their own host (connect.agency.example) to the portal: its links, pages and OAuth
+    # callbacks (with the agency's own apps) then use that host. The operator routes and certifies it.
+    custom_domains: bool = False
+    # Retention (days): what is left of a deleted workspace or agency (its tokens go at once); finished
+    # webhook deliveries/events and sent emails; read notifications.
+    offboarding_retention_days: int = 30
+    event_retention_days: int = 30
+    notification_retention_days: int = 90
 
     @property
     def production(self) -> bool:
@@ -207,6 +219,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         smtp_url=env.get("PORTAL_SMTP_URL") or None,
         platform_refreshes_per_second=int(env.get("PORTAL_PLATFORM_REFRESHES_PER_SECOND", "200")),
         mail_from=env.get("PORTAL_MAIL_FROM", "EasyConnect <no-reply@localhost>"),
+        custom_domains=env.get("PORTAL_CUSTOM_DOMAINS", "0") == "1",
+        offboarding_retention_days=int(env.get("PORTAL_OFFBOARDING_RETENTION_DAYS", "30")),
+        event_retention_days=int(env.get("PORTAL_EVENT_RETENTION_DAYS", "30")),
+        notification_retention_days=int(env.get("PORTAL_NOTIFICATION_RETENTION_DAYS", "90")),
     )
     settings = replace(settings, **overrides)
     validate(settings)

@@ -30,3 +30,55 @@ def demo_logo_png(size: int = 96) -> bytes:
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"".join(rows)))
             + _chunk(b"IEND", b""))
+
+
+def widget_host_page(portal_base_url: str, link_url: str) -> str:
+    """A stand-in for the agency's own site, to be served on another origin than the portal: the
+    documented snippet with three modes and an event log (also written to the console)."""
+    import html
+    import json
+
+    link = json.dumps(link_url).replace("<", "\\u003c")
+    script = html.escape(f"{portal_base_url}/widget/v1/connect.js")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Brightside Social · our own site</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 760px; padding: 0 1rem; }}
+button {{ margin: 0 .5rem .5rem 0; padding: .6rem 1rem; }} #frame iframe {{ margin-top: 1rem; }}
+pre {{ background: #f3f4f6; padding: 1rem; white-space: pre-wrap; min-height: 3rem; }}</style>
+<script src="{script}"></script>
+</head><body>
+<h1>Brightside Social: our own site</h1>
+<p>This page lives on another origin than EasyConnect and embeds the connect flow with the widget.</p>
+<p><button id="popup" type="button">Connect in a popup</button>
+<button id="iframe" type="button">Connect in an iframe</button>
+<button id="redirect" type="button">Connect by redirect</button></p>
+<div id="frame"></div>
+<h2>Events</h2><pre id="events"></pre>
+<script>
+(function () {{
+  var link = {link};
+  var log = document.getElementById("events");
+  window.easyconnectEvents = [];
+  function options(mode) {{
+    return {{url: link, mode: mode, container: "#frame", onEvent: function (event) {{
+      window.easyconnectEvents.push(event);
+      log.textContent += JSON.stringify(event) + "\\n";
+      console.log("easyconnect " + JSON.stringify(event));
+    }}}};
+  }}
+  ["popup", "iframe", "redirect"].forEach(function (mode) {{
+    document.getElementById(mode).addEventListener("click", function () {{
+      window.easyconnectFlow = EasyConnect.open(options(mode));
+    }});
+  }});
+  EasyConnect.resume(options("redirect"));  // back from a redirect: report how it ended
+  var auto = new URLSearchParams(location.search).get("auto");  // opened without a click: popup blockers say no
+  if (auto) {{
+    history.replaceState(null, "", location.pathname);  // come back without opening it again
+    window.easyconnectFlow = EasyConnect.open(options(auto));
+  }}
+}}());
+</script>
+</body></html>
+"""

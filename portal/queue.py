@@ -121,3 +121,40 @@ def enqueue_after_commit(db: Session, runtime: Runtime, name: str, *ids: str) ->
     @event.listens_for(db, "after_commit", once=True)
     def _run(_session: Session) -> None:
         enqueue(runtime, name, *ids)
+
+
+SEALED_PREFIX = "easyconnect:sealed:"
+
+
+def enqueue_sealed(runtime: Runtime, name: str, seal_id: str, sealed: str, ttl: int = 86400) -> bool:
+    """Enqueue a job whose input is a sealed (encrypted) payload: the ciphertext waits in Redis under
+    ``seal_id`` for ``ttl`` seconds and the job gets only the id. False without Redis or when Redis
+    fails: the caller then does the work itself, so a stashed payload whose job could not be queued
+    is deleted at once (no job would ever take it; it would only wait out its ttl)."""
+    if runtime.redis is None:
+        return False
+    try:
+        runtime.redis.set(SEALED_PREFIX + seal_id, sealed, ex=ttl)
+    except RedisError:
+        log.warning("could not stash sealed payload for %s: Redis unavailable", name)
+        return False
+    if enqueue(runtime, name, seal_id) is not None:
+        return True
+    try:
+        drop_sealed(runtime, seal_id)
+    except RedisError:  # Redis just failed us: the ttl bounds how long the ciphertext stays
+        log.warning("could not drop sealed payload %s of an unqueued job; it expires in %ss", seal_id, ttl)
+    return False
+
+
+def take_sealed(runtime: Runtime, seal_id: str) -> str | None:
+    """The sealed payload of ``seal_id`` (None when already used or expired)."""
+    if runtime.redis is None:
+        return None
+    value = runtime.redis.get(SEALED_PREFIX + seal_id)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def drop_sealed(runtime: Runtime, seal_id: str) -> None:
+    if runtime.redis is not None:
+        runtime.redis.delete(SEALED_PREFIX + seal_id)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.config import Settings
-from portal.db import make_engine, make_session_factory
+from portal.db import make_engine, make_session_factory, make_visit_engine
 from portal.locks import LocalLocks, RedisLocks
 from portal.oauth import OAuthClient
 from portal.security.crypto import TokenCipher
@@ -29,9 +29,13 @@ class Runtime:
     session_factory: sessionmaker[Session]
     deps: Deps
     redis: Redis | None
+    # PostgreSQL: commits that skip the fsync, for page-view counters only (see make_visit_engine).
+    visit_engine: Engine | None = None
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.visit_engine is not None:
+            self.visit_engine.dispose()
         self.deps.oauth.close()
         if self.redis is not None:
             self.redis.close()
@@ -49,4 +53,5 @@ def build_runtime(settings: Settings) -> Runtime:
     locks = RedisLocks(redis) if redis is not None else LocalLocks()
     deps = Deps(settings=settings, cipher=TokenCipher(settings.token_keys), signer=LinkSigner(settings.link_keys),
                 oauth=OAuthClient(url_policy=url_policy(settings)), locks=locks)
-    return Runtime(settings, engine, make_session_factory(engine), deps, redis)
+    return Runtime(settings, engine, make_session_factory(engine), deps, redis,
+                   visit_engine=make_visit_engine(settings.database_url))

@@ -8,7 +8,7 @@ from flask import Flask, Response, current_app, g, request
 from sqlalchemy.orm import Session
 
 from portal.runtime import Runtime
-from portal.security.framing import baseline_headers, content_security_policy
+from portal.security.framing import baseline_headers, content_security_policy, frame_ancestors
 from portal.services import Deps
 
 
@@ -56,11 +56,21 @@ def csp_nonce() -> str:
 
 def init_security_headers(app: Flask, secure: bool, form_targets: str = "") -> None:
     app.jinja_env.globals["csp_nonce"] = csp_nonce
-    baseline = baseline_headers(secure)
 
     @app.after_request
     def _headers(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", content_security_policy(csp_nonce(), form_targets))
+        ancestors = g.get("frame_ancestors", "'none'")
+        response.headers.setdefault("Content-Security-Policy",
+                                    content_security_policy(csp_nonce(), form_targets, ancestors))
+        baseline = baseline_headers(secure, framed=ancestors != "'none'", keep_opener=g.get("keep_opener", False))
         for name, value in baseline.items():
             response.headers.setdefault(name, value)
         return response
+
+
+def allow_embedding(framed_by: tuple[str, ...] = (), keep_opener: bool = False) -> None:
+    """Opt this response in to the widget: framed by these exact origins, and/or keeping window.opener."""
+    if framed_by:
+        g.frame_ancestors = frame_ancestors(framed_by)
+    if keep_opener:
+        g.keep_opener = True

@@ -235,7 +235,7 @@ def send_outbox(runtime: Runtime | None = None) -> int:
     from portal.services import notifications
 
     return _in_session(runtime, lambda db, rt: notifications.send_outbox(
-        db, rt.settings.smtp_url, rt.settings.mail_from, rt.deps.now()))
+        db, rt.settings.smtp_url, rt.settings.mail_from, rt.deps.now(), cipher=rt.deps.cipher))
 
 
 def purge_idempotency_records(runtime: Runtime | None = None) -> int:
@@ -267,3 +267,57 @@ def deliver_webhooks(runtime: Runtime | None = None) -> int:
         return delivered
     finally:
         db.close()
+
+
+# Offboarding and housekeeping ----------------------------------------------------------------------
+
+def revoke_offboarded(seal_id: str, runtime: Runtime | None = None) -> dict[str, int]:
+    """Revoke at the platforms the tokens of a deleted workspace or agency (already gone from the
+    database). The sealed bundle waits in Redis under its id (portal.queue.enqueue_sealed)."""
+    from portal.services import offboarding
+
+    rt = _runtime(runtime)
+    sealed = queue.take_sealed(rt, seal_id)
+    if sealed is None:
+        return {}  # already done, or expired: the tokens are deleted from the database either way
+    db = rt.session_factory()
+    try:
+        return offboarding.revoke_sealed(db, rt.deps, seal_id, sealed)
+    finally:
+        # Even when revoking fails: the tokens are already gone from the database, and a bundle that
+        # failed once (it does not decrypt, or the database is down) must not linger in Redis.
+        try:
+            db.close()
+        finally:
+            queue.drop_sealed(rt, seal_id)
+
+
+def emit_link_expired(runtime: Runtime | None = None) -> int:
+    from portal.services import purge
+
+    return _in_session(runtime, lambda db, rt: purge.emit_link_expired(db, rt.deps.now()))
+
+
+def purge_history(runtime: Runtime | None = None) -> int:
+    """Finished webhook deliveries and events, sent emails and read notifications past their retention."""
+    from datetime import timedelta
+
+    from portal.services import purge
+
+    def work(db: Session, rt: Runtime) -> int:
+        now, settings = rt.deps.now(), rt.settings
+        return (purge.purge_webhook_history(db, now, timedelta(days=settings.event_retention_days))
+                + purge.purge_sent_emails(db, now, timedelta(days=settings.event_retention_days))
+                + purge.purge_read_notifications(db, now, timedelta(days=settings.notification_retention_days)))
+
+    return _in_session(runtime, work)
+
+
+def purge_offboarded(runtime: Runtime | None = None) -> int:
+    """What is left of workspaces and agencies deleted longer ago than the retention period."""
+    from datetime import timedelta
+
+    from portal.services import offboarding
+
+    return _in_session(runtime, lambda db, rt: sum(offboarding.purge_offboarded(
+        db, rt.deps.now(), timedelta(days=rt.settings.offboarding_retention_days)).values()))

@@ -1,10 +1,24 @@
 """Security headers as data: the content security policy, with frames denied unless a page opts in.
 
-Only widget pages (a later issue) will pass the agency's exact embed origins as ``frame_ancestors``;
-every other page is framed by nobody.
+Only the client link page opened as an iframe widget passes the agency's exact embed origins as
+``frame_ancestors`` (and then sends no X-Frame-Options, which would contradict it); every other page,
+the admin panel included, is framed by nobody. Widget pages in a popup keep ``window.opener`` so they
+can tell the host page what happened; every other page severs it.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# What a stored, normalised embed origin looks like; anything else never reaches a header.
+_ORIGIN = re.compile(r"^https?://[a-z0-9.\-]+(:[0-9]{1,5})?$|^https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?$")
+
+
+def frame_ancestors(origins: Iterable[str]) -> str:
+    """The ``frame-ancestors`` source list for these exact origins; ``'none'`` when there are none."""
+    allowed = [origin for origin in origins if _ORIGIN.match(origin)]
+    return " ".join(allowed) if allowed else "'none'"
 
 
 def content_security_policy(nonce: str, form_targets: str = "", frame_ancestors: str = "'none'") -> str:
@@ -21,13 +35,15 @@ def content_security_policy(nonce: str, form_targets: str = "", frame_ancestors:
     ])
 
 
-def baseline_headers(secure: bool) -> dict[str, str]:
+def baseline_headers(secure: bool, framed: bool = False, keep_opener: bool = False) -> dict[str, str]:
     headers = {
-        "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
-        "Cross-Origin-Opener-Policy": "same-origin-allow-popups",
+        # A widget popup must keep its opener (the agency's page); everything else is isolated from it.
+        "Cross-Origin-Opener-Policy": "unsafe-none" if keep_opener else "same-origin-allow-popups",
     }
+    if not framed:  # X-Frame-Options cannot name origins, so a page framed by some sends none
+        headers["X-Frame-Options"] = "DENY"
     if secure:
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
     return headers

@@ -66,3 +66,55 @@ def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> s
     key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
     digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
+
+
+HANDOFF_SALT = "easyconnect.widget-handoff.v1"
+HANDOFF_KEY_INFO = b"easyconnect widget hand-off signing key v1"
+HANDOFF_MAX_CLOCK_SKEW = 5 * 60  # seconds a hand-off may seem to come from the future (another server's clock)
+
+
+def derive_key(key_material: str, info: bytes) -> bytes:
+    """A key of its own purpose from a configured key (HKDF-SHA256, RFC 5869): a leak of one derived key
+    reveals neither the configured key nor any other purpose's key."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key_material.encode())
+
+
+class HandoffSigner:
+    """Signs the short-lived "continue on your phone" URL of a widget session.
+
+    Its keys are derived from the link keys (HKDF, its own info string), so it shares no key with the link
+    signer and follows the link keys' rotation: the newest signs, every configured one verifies. Its age is
+    checked against an ``iat`` taken from the caller's clock rather than itsdangerous' own timestamp, which
+    refuses any negative age: a hand-off signed by a server whose clock runs a little ahead must still work."""
+
+    def __init__(self, keys_newest_first: Sequence[str]) -> None:
+        if not keys_newest_first:
+            raise ValueError("no link signing keys")
+        derived = [derive_key(key, HANDOFF_KEY_INFO) for key in reversed(keys_newest_first)]
+        self._serializer = URLSafeSerializer(derived, salt=HANDOFF_SALT)
+
+    def sign(self, payload: dict[str, str], issued_at: int) -> str:
+        return str(self._serializer.dumps({**payload, "iat": issued_at}))
+
+    def unsign(self, token: str, now: int, max_age_seconds: int) -> dict[str, str] | None:
+        """The payload (without ``iat``), or None when the signature is wrong, the token too old, too far
+        in the future, or not ours."""
+        if len(token) > 400:
+            return None
+        try:
+            value = self._serializer.loads(token)
+        except BadSignature:
+            return None
+        if not isinstance(value, dict):
+            return None
+        issued_at = value.pop("iat", None)
+        if not isinstance(issued_at, int) or isinstance(issued_at, bool):
+            return None
+        if not -HANDOFF_MAX_CLOCK_SKEW <= now - issued_at <= max_age_seconds:
+            return None
+        if not all(isinstance(v, str) for v in value.values()):
+            return None
+        return value

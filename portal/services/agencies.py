@@ -22,12 +22,6 @@ SESSION_LIFETIME = timedelta(days=14)
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 LOGO_MAX_BYTES = 512 * 1024
-_LOGO_MAGIC = {
-    b"\x89PNG\r\n\x1a\n": "image/png",
-    b"\xff\xd8\xff": "image/jpeg",
-    b"GIF87a": "image/gif",
-    b"GIF89a": "image/gif",
-}
 
 
 def clean_name(value: str, field: str, max_length: int = 120) -> str:
@@ -117,14 +111,16 @@ def close_session(db: Session, session_id: str, ip: str | None) -> None:
 # Workspaces -----------------------------------------------------------------------------------
 
 def list_workspaces(db: Session, agency_id: str, include_archived: bool = False) -> list[Workspace]:
-    query = select(Workspace).where(Workspace.agency_id == agency_id).order_by(Workspace.name)
+    query = (select(Workspace).where(Workspace.agency_id == agency_id, Workspace.deleted_at.is_(None))
+             .order_by(Workspace.name))
     if not include_archived:
         query = query.where(Workspace.archived_at.is_(None))
     return list(db.scalars(query))
 
 
 def get_workspace(db: Session, agency_id: str, workspace_id: str) -> Workspace:
-    workspace = db.scalar(select(Workspace).where(Workspace.id == workspace_id, Workspace.agency_id == agency_id))
+    workspace = db.scalar(select(Workspace).where(Workspace.id == workspace_id, Workspace.agency_id == agency_id,
+                                                  Workspace.deleted_at.is_(None)))  # deleted: gone
     if workspace is None:
         raise NotFound("No such workspace.")
     return workspace
@@ -169,13 +165,14 @@ class Branding:
     success_text: str = ""
     theme: str = "light"
     show_powered_by: bool = True
+    favicon_url: str | None = None
 
 
 def branding_for(agency: Agency) -> Branding:
-    logo_url = f"/brand/{agency.id}/logo?v={agency.logo_version}" if agency.logo_version else None
-    return Branding(agency.id, agency.name, agency.brand_color, logo_url, agency.support_url, agency.headline or "",
-                    agency.instructions or "", agency.success_text or "", agency.theme or "light",
-                    agency.show_powered_by is not False)
+    """The agency's own branding; a link's effective branding is ``services.branding.for_link``."""
+    from portal.services import branding
+
+    return branding.agency_branding(agency)
 
 
 THEMES = ("light", "dark")
@@ -202,14 +199,10 @@ def clean_support_url(value: str) -> str | None:
 
 
 def detect_logo_type(data: bytes) -> str:
-    if len(data) > LOGO_MAX_BYTES:
-        raise ValidationFailed(f"The logo must be at most {LOGO_MAX_BYTES // 1024} KB.")
-    for magic, mime in _LOGO_MAGIC.items():
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    raise ValidationFailed("The logo must be a PNG, JPEG, GIF or WebP image.")
+    """The logo's type from its bytes (whole PNG, JPEG, GIF or WebP files only; see services.branding)."""
+    from portal.services import branding
+
+    return branding.sniff_image(data, "logo")
 
 
 def update_branding(db: Session, agency_id: str, actor: Actor, *, name: str, color: str,

@@ -8,9 +8,10 @@ leak gives no usable key, and lookup is one indexed equality on the hash.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.errors import NotFound, ValidationFailed
@@ -29,8 +30,11 @@ MAX_KEYS_PER_AGENCY = 50
 
 
 def create_key(db: Session, agency_id: str, name: str, scope: str, actor: Actor,
-               now: datetime) -> tuple[ApiKey, str]:
-    """A new key; returns the row and the full key, which is never stored and cannot be shown again."""
+               now: datetime, creator_role: str | None = None) -> tuple[ApiKey, str]:
+    """A new key; returns the row and the full key, which is never stored and cannot be shown again.
+    ``creator_role``: the creating member's role; a viewer creates no key (see portal.services.team)."""
+    if creator_role == "viewer":
+        raise ValidationFailed("Viewers cannot create API keys.")
     if scope not in SCOPES:
         raise ValidationFailed("Scope must be read or read_write.")
     if len(list_keys(db, agency_id)) >= MAX_KEYS_PER_AGENCY:
@@ -55,27 +59,42 @@ def bearer_value(header: str | None) -> str | None:
     return value
 
 
-def authenticate(db: Session, header: str | None, now: datetime) -> ApiKey | None:
+@dataclass(frozen=True)
+class LiveKey:
+    """What a request needs of its key, as plain values (no ORM object on the API's hot path)."""
+
+    id: str
+    agency_id: str
+    scope: str
+    last_used_at: datetime | None
+
+
+_LOOKUP = select(ApiKey.id, ApiKey.agency_id, ApiKey.scope, ApiKey.key_hash, ApiKey.revoked_at,
+                 ApiKey.last_used_at).where(ApiKey.key_hash == bindparam("digest"))
+
+
+def authenticate(db: Session, header: str | None, now: datetime) -> LiveKey | None:
     """The live key named by an Authorization header value, or None (missing, unknown, revoked).
 
-    One indexed lookup by the key's hash, then a constant-time comparison of the hashes; the
-    last-used time is written at most once a minute (the caller commits)."""
+    One indexed lookup by the key's hash (only the columns needed), then a constant-time comparison
+    of the hashes; the last-used time is written at most once a minute (the caller commits)."""
     value = bearer_value(header)
     if value is None:
         return None
     digest = hash_secret(value)
-    key = db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-    if key is None or not constant_time_equals(key.key_hash, digest) or key.revoked_at is not None:
+    row = db.execute(_LOOKUP, {"digest": digest}).first()
+    if row is None or not constant_time_equals(row.key_hash, digest) or row.revoked_at is not None:
         return None
-    if key.last_used_at is None or key.last_used_at <= now - LAST_USED_RESOLUTION:
-        db.execute(update(ApiKey).where(ApiKey.id == key.id, or_(
+    last_used = row.last_used_at
+    if last_used is None or last_used <= now - LAST_USED_RESOLUTION:
+        db.execute(update(ApiKey).where(ApiKey.id == row.id, or_(
             ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
             .values(last_used_at=now).execution_options(synchronize_session=False))
-        key.last_used_at = now
-    return key
+        last_used = now
+    return LiveKey(row.id, row.agency_id, row.scope, last_used)
 
 
-def may_write(key: ApiKey) -> bool:
+def may_write(key: LiveKey | ApiKey) -> bool:
     return key.scope == "read_write"
 
 

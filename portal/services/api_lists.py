@@ -76,7 +76,7 @@ def _page(db: Session, model: type[T], query: Select[T], limit: int, cursor: str
 def workspaces(db: Session, agency_id: str, *, archived: str = "false", limit: int = DEFAULT_LIMIT,
                cursor: str | None = None) -> Page[Workspace]:
     """``archived``: "false" (default, live ones), "true" (archived ones) or "all"."""
-    query = select(Workspace).where(Workspace.agency_id == agency_id)
+    query = select(Workspace).where(Workspace.agency_id == agency_id, Workspace.deleted_at.is_(None))
     if archived == "false":
         query = query.where(Workspace.archived_at.is_(None))
     elif archived == "true":

@@ -68,6 +68,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "links": ("link.created", "link.revoked"),
     "logins": ("member.login", "member.logout"),
     "api keys": ("api_key.created", "api_key.revoked"),
+    "team": ("member.invited", "member.invite_revoked", "member.joined", "member.role_changed", "member.removed"),
+    "offboarding": ("workspace.deleted", "agency.deleted", "offboarding.revoked"),
     "settings": ("agency.branding_updated", "provider_app.saved", "provider_app.removed",
                  "custom_platform.created", "custom_platform.deleted", "workspace.created", "workspace.renamed",
                  "workspace.archived"),

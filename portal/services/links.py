@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from portal.errors import (
     LinkExpired,
@@ -26,6 +26,13 @@ from portal.services.audit import Actor
 
 MIN_LIFETIME = timedelta(hours=1)
 MAX_LIFETIME = timedelta(days=30)
+
+
+def lifetime_in_hours(hours: int) -> timedelta:
+    """A link lifetime given in hours (API, forms), checked before any date arithmetic can overflow."""
+    if not MIN_LIFETIME // timedelta(hours=1) <= hours <= MAX_LIFETIME // timedelta(hours=1):
+        raise ValidationFailed("Expiry must be between 1 hour and 30 days.")
+    return timedelta(hours=hours)
 MAX_USES_LIMIT = 1000
 
 
@@ -37,17 +44,32 @@ class ResolvedLink:
 
 
 def link_url(deps: Deps, link: ConnectLink) -> str:
-    return f"{deps.settings.base_url}/c/{deps.signer.sign(link.token_id)}"
+    """The link's URL: on the agency's custom domain when it has one (and the operator allows them)."""
+    return f"{public_base(deps, link)}/c/{deps.signer.sign(link.token_id)}"
+
+
+def public_base(deps: Deps, link: ConnectLink) -> str:
+    settings = deps.settings
+    if not settings.custom_domains:
+        return settings.base_url
+    session = object_session(link)
+    agency = session.get(Agency, link.agency_id) if session is not None else None  # identity map: no query
+    if agency is None or not agency.custom_domain:
+        return settings.base_url
+    return f"{settings.base_url.split('://', 1)[0]}://{agency.custom_domain}"
 
 
 def create_link(db: Session, deps: Deps, agency_id: str, actor: Actor, *, workspace_id: str,
                 platforms: Iterable[str], available: Iterable[str], lifetime: timedelta,
                 max_uses: int | None, label: str = "", expected_accounts: Iterable[str] = (),
-                reconnect_connection_id: str | None = None) -> ConnectLink:
+                reconnect_connection_id: str | None = None, language: str | None = None) -> ConnectLink:
     """Create a link for one of the agency's workspaces; platforms must be offered by this deployment.
 
     ``expected_accounts``: ids or @handles the agency expects; any other account is refused.
-    ``reconnect_connection_id``: a reconnect link for one connection (its account only)."""
+    ``reconnect_connection_id``: a reconnect link for one connection (its account only).
+    ``language``: the client pages' language (en, es, fr, de, pt); None = the agency's default."""
+    from portal.services.branding import clean_language
+
     workspace = get_workspace(db, agency_id, workspace_id)
     if workspace.archived_at is not None:
         raise ValidationFailed("This workspace is archived; restore it before sending links.")
@@ -66,7 +88,7 @@ def create_link(db: Session, deps: Deps, agency_id: str, actor: Actor, *, worksp
     link = ConnectLink(agency_id=agency_id, workspace_id=workspace.id, token_id=random_id(),
                        allowed_platforms=chosen, expires_at=deps.now() + lifetime, max_uses=max_uses,
                        label=label, created_by=actor.id, uses=0, opened_count=0, expected_accounts=expected or None,
-                       reconnect_connection_id=reconnect_connection_id)
+                       reconnect_connection_id=reconnect_connection_id, language=clean_language(language))
     db.add(link)
     db.flush()
     audit.record(db, agency_id, actor, "link.created", "connect_link", link.id, workspace_id=workspace.id,

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 VERSION = 1
 EVENT_TYPES = ("connection.created", "connection.reconnected", "connection.health_changed",
                "connection.expiring", "connection.recovered", "connection.deleted",
-               "link.opened", "link.completed")
+               "link.opened", "link.completed", "link.expired")
 TEST_EVENT = "webhook.test"
 # Waits after each failed attempt: 7 attempts over about a day (the first one is immediate).
 RETRY_DELAYS = (60, 300, 1800, 7200, 28800, 50400)

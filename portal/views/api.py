@@ -9,7 +9,6 @@ an RFC 9457 problem document; bodies are small, strict JSON objects.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, g, render_template, request
@@ -18,11 +17,21 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from portal import logsafe
+from portal import logsafe, queue
 from portal.errors import PortalError
 from portal.security.crypto import DecryptionError
 from portal.security.signing import hash_secret
-from portal.services import agencies, api_keys, api_lists, connections, idempotency, links, platforms, token_access
+from portal.services import (
+    agencies,
+    api_keys,
+    api_lists,
+    connections,
+    idempotency,
+    links,
+    offboarding,
+    platforms,
+    token_access,
+)
 from portal.views import api_spec
 from portal.views.api_common import (
     MAX_BODY,
@@ -40,7 +49,7 @@ from portal.views.api_common import (
     query_args,
     workspace_json,
 )
-from portal.web import client_ip, db, deps
+from portal.web import client_ip, db, deps, runtime
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -81,12 +90,15 @@ def _api_guard() -> Any:
 def _authenticate() -> Any:
     if request.endpoint in PUBLIC:
         return None
-    key = api_keys.authenticate(db(), request.headers.get("Authorization"), deps().now())
+    now = deps().now()
+    key = api_keys.authenticate(db(), request.headers.get("Authorization"), now)
     if key is None:
         return problem(401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'.",
                        {"WWW-Authenticate": 'Bearer realm="easyconnect"'})
     g.api_caller = Caller(key.id, key.agency_id, key.scope)
-    db().commit()  # the last-used stamp, and no transaction held through the view
+    if key.last_used_at == now:
+        db().commit()  # the last-used stamp (at most once a minute); otherwise the view's transaction goes on
+        # (a view that calls a platform ends its transaction first: see tokens.plan_refreshes)
     if request.method not in ("GET", "HEAD") and not api_keys.may_write(key):
         return problem(403, "insufficient_scope", "This API key is read-only; this request needs a read_write key.")
     return None
@@ -178,10 +190,26 @@ def archive_workspace(workspace_id: str) -> Any:
     return ok(workspace_json(workspace))
 
 
+@bp.delete("/workspaces/<workspace_id>")
+def delete_workspace(workspace_id: str) -> Any:
+    """Offboard a workspace: its connections and tokens go now (revoked at the platforms by a worker),
+    its links stop, the rest is purged after the retention period."""
+    query_args(())
+    result = offboarding.delete_workspace(db(), deps(), caller().agency_id, workspace_id, "", caller().actor(),
+                                          confirmed=True)
+    db().commit()
+    if result.sealed is not None and not queue.enqueue_sealed(runtime(), "workers.jobs.revoke_offboarded",
+                                                              result.seal_id, result.sealed):
+        offboarding.revoke_sealed(db(), deps(), result.seal_id, result.sealed)  # no Redis: after the commit
+    return ok({"id": workspace_id, "object": "workspace", "deleted": True,
+               "connections_deleted": result.connections_deleted,
+               "purge_after_days": deps().settings.offboarding_retention_days})
+
+
 # Links -------------------------------------------------------------------------------------------------
 
 LINK_FIELDS = {"workspace_id": str, "platforms": "str_list", "expires_in_hours": int, "max_uses": (int, type(None)),
-               "label": str, "expected_accounts": "str_list"}
+               "label": str, "expected_accounts": "str_list", "language": (str, type(None))}
 
 
 @bp.post("/links")
@@ -193,9 +221,9 @@ def create_link() -> Any:
         return links.create_link(
             session, d, who.agency_id, who.actor(), workspace_id=body["workspace_id"], platforms=body["platforms"],
             available=platforms.offered(session, d, who.agency_id),
-            lifetime=timedelta(hours=body.get("expires_in_hours", DEFAULT_LINK_HOURS)),
+            lifetime=links.lifetime_in_hours(body.get("expires_in_hours", DEFAULT_LINK_HOURS)),
             max_uses=body.get("max_uses"), label=body.get("label", ""),
-            expected_accounts=body.get("expected_accounts", ()))
+            expected_accounts=body.get("expected_accounts", ()), language=body.get("language"))
 
     key = request.headers.get("Idempotency-Key")
     if key is None:

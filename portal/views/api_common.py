@@ -96,8 +96,8 @@ def json_body(fields: dict[str, Any], required: tuple[str, ...] = ()) -> dict[st
     missing = [name for name in required if name not in data]
     if missing:
         raise ValidationFailed(f"Missing fields: {', '.join(missing)}.")
-    for name, value in data.items():
-        _check_type(name, value, fields[name])
+    for name, value in list(data.items()):
+        data[name] = _check_type(name, value, fields[name])
     return data
 
 
@@ -105,12 +105,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_type(name: str, value: Any, kind: Any) -> None:
+def _check_type(name: str, value: Any, kind: Any) -> Any:
+    """The value if it has the field's type (raises otherwise). JSON does not tell 5 from 5.0: an
+    integral number is an integer, as JSON Schema says, so 5.0 is accepted as 5."""
     if kind == "str_list":
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value) or len(value) > 100:
             raise ValidationFailed(f"{name} must be a list of strings.")
-        return
+        return value
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if int in kinds and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
     # bool is an int in Python; JSON true is never a number here
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         names = " or ".join("null" if k is type(None) else {str: "a string", int: "an integer",
@@ -118,6 +122,7 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
         raise ValidationFailed(f"{name} must be {names}.")
     if isinstance(value, str) and "\x00" in value:
         raise ValidationFailed(f"{name} contains characters that are not allowed.")
+    return value
 
 
 def query_args(allowed: tuple[str, ...]) -> dict[str, str]:
@@ -172,6 +177,7 @@ def link_json(deps: Deps, link: ConnectLink) -> dict[str, Any]:
             "label": link.label, "platforms": list(link.allowed_platforms),
             "state": link.state(deps.now()).replace(" ", "_"), "uses": link.uses, "max_uses": link.max_uses,
             "opened_count": link.opened_count, "expected_accounts": list(link.expected_accounts or []),
+            "language": link.language,
             "reconnect_connection_id": link.reconnect_connection_id, "expires_at": _time(link.expires_at),
             "revoked_at": _time(link.revoked_at), "created_at": _time(link.created_at)}
 

@@ -61,6 +61,7 @@ SCHEMAS: dict[str, Any] = {
                        "uses": {"type": "integer"}, "max_uses": {"type": ["integer", "null"]},
                        "opened_count": {"type": "integer"},
                        "expected_accounts": {"type": "array", "items": {"type": "string"}},
+                       "language": {"type": ["string", "null"]},
                        "reconnect_connection_id": {"type": ["string", "null"]}, "expires_at": TIME,
                        "revoked_at": NULLABLE_TIME, "created_at": TIME},
     },
@@ -85,6 +86,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"access_token": {"type": "string"}, "expires_at": NULLABLE_TIME,
                        "token_type": {"const": "Bearer"}},
     },
+    "DeletedWorkspace": {
+        "type": "object", "required": ["id", "object", "deleted", "connections_deleted", "purge_after_days"],
+        "properties": {"id": ID, "object": {"const": "workspace"}, "deleted": {"const": True},
+                       "connections_deleted": {"type": "integer", "minimum": 0},
+                       "purge_after_days": {"type": "integer", "minimum": 0}}},
     "Deleted": {"type": "object", "properties": {"id": ID, "object": {"const": "connection"},
                                                  "deleted": {"const": True}, "revoked": {"type": "boolean"}}},
 }
@@ -146,7 +152,10 @@ LINK_BODY = _body({
     "expires_in_hours": {"type": "integer", "minimum": 1, "maximum": 720, "default": 168},
     "max_uses": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000, "default": None},
     "label": {"type": "string", "maxLength": 120},
-    "expected_accounts": {"type": "array", "items": {"type": "string"}, "maxItems": 50}}, ["workspace_id", "platforms"])
+    "expected_accounts": {"type": "array", "items": {"type": "string"}, "maxItems": 50},
+    "language": {"type": ["string", "null"], "enum": ["en", "es", "fr", "de", "pt", None],
+                 "description": "The client pages' language; null: the agency's default, else the browser's."}},
+    ["workspace_id", "platforms"])
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "maxLength": 255},
                "description": "Retrying with the same key and body returns the same link; another body is a 409. "
@@ -164,7 +173,12 @@ def _paths() -> dict[str, Any]:
         "/workspaces/{workspace_id}": {
             "get": _op("Get a workspace", (200, "Workspace"), params=[ws], errors=(404,)),
             "patch": _op("Rename a workspace", (200, "Workspace"), scope="read_write", params=[ws],
-                         body=WORKSPACE_BODY, errors=(404,))},
+                         body=WORKSPACE_BODY, errors=(404,)),
+            "delete": _op("Delete a workspace", (200, "DeletedWorkspace"), scope="read_write", params=[ws],
+                          errors=(404,), description=(
+                              "Offboarding: its connections and their tokens are deleted at once (and revoked at the "
+                              "platforms by a background job), its links stop working, and everything else is "
+                              "purged after the retention period (purge_after_days)."))},
         "/workspaces/{workspace_id}/archive": {
             "post": _op("Archive a workspace", (200, "Workspace"), scope="read_write", params=[ws], body=EMPTY_BODY,
                         errors=(404,), description="Its links stop working.")},

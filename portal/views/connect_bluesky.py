@@ -9,8 +9,8 @@ from flask import Response, make_response, redirect, render_template, request
 
 from portal.errors import ValidationFailed
 from portal.services import credentials, links
-from portal.services.agencies import branding_for
-from portal.views.connect import bp
+from portal.views import widget as widget_view
+from portal.views.connect import bp, browser_secret, page_brand
 from portal.web import client_ip, db, deps, no_store
 
 AUTH_KIND = "app_password"
@@ -22,8 +22,9 @@ def _form(resolved: links.ResolvedLink, platform: Any, status: int = 200, **valu
         from portal.views.sandbox_platforms.bluesky import demo_logins
 
         demo = demo_logins()
-    page = render_template("connect/bluesky.html", brand=branding_for(resolved.agency), token=resolved.token,
-                           platform=platform, demo=demo, default_server=credentials.DEFAULT_PDS, **values)
+    page = render_template("connect/bluesky.html", brand=page_brand(resolved.agency, resolved.link),
+                           token=resolved.token, platform=platform, demo=demo,
+                           default_server=credentials.DEFAULT_PDS, **values)
     return no_store(make_response(page, status))
 
 
@@ -46,4 +47,6 @@ def app_password_connect(token: str, platform: str) -> Response:
                                                         form.get("app_password", "")[:100], server, client_ip())
     except ValidationFailed as exc:  # the form again, with what was typed (never the password)
         return _form(resolved, spec, 400, error=exc.public_message, identifier=identifier, server=server)
+    if widget_view.attach_carried(resolved, attempt, browser_secret()):  # chosen in the widget: tell its host
+        session.commit()
     return no_store(make_response(redirect(f"/c/{token}/done/{attempt.id}", 303)))

@@ -9,16 +9,16 @@ from flask import Response, make_response, render_template, request
 
 from portal.errors import ValidationFailed
 from portal.services import credentials, links
-from portal.services.agencies import branding_for
-from portal.views.connect import bp, flow_secret, redirect_to_platform
+from portal.views import widget as widget_view
+from portal.views.connect import bp, flow_secret, page_brand, redirect_to_platform
 from portal.web import db, deps, no_store
 
 AUTH_KIND = "instance_oauth"
 
 
 def _form(resolved: links.ResolvedLink, platform: Any, status: int = 200, **values: str) -> Response:
-    page = render_template("connect/mastodon.html", brand=branding_for(resolved.agency), token=resolved.token,
-                           platform=platform, **values)
+    page = render_template("connect/mastodon.html", brand=page_brand(resolved.agency, resolved.link),
+                           token=resolved.token, platform=platform, **values)
     return no_store(make_response(page, status))
 
 
@@ -41,5 +41,6 @@ def instance_start(token: str, platform: str) -> Response:
     except ValidationFailed as exc:
         session.rollback()
         return _form(resolved, spec, 400, error=exc.public_message, server=server)
+    widget_view.attach_carried(resolved, started.attempt, secret)  # chosen in the widget: tell its host
     session.commit()
     return redirect_to_platform(started.authorize_url, secret)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from flask import Response, jsonify, make_response, redirect, render_template, request
 
 from portal.services import links, telegram
-from portal.services.agencies import branding_for
-from portal.views.connect import bp
+from portal.views import widget as widget_view
+from portal.views.connect import bp, browser_secret, page_brand
 from portal.web import client_ip, db, deps, no_store
 
 BASE = "/c/<token>/bot-code/telegram"
@@ -22,6 +22,7 @@ def telegram_page(token: str) -> Response:
     session, d = db(), deps()
     resolved = links.resolve_link(session, d.signer, token, d.now(), platform=telegram.PLATFORM)
     page = telegram.start(session, d, resolved.link)
+    widget_view.attach_carried(resolved, page.attempt, browser_secret())  # chosen in the widget: tell its host
     session.commit()
     return _render(resolved, page, None)
 
@@ -52,8 +53,8 @@ def telegram_status(token: str, attempt_id: str) -> Response:
 def _render(resolved: links.ResolvedLink, page: telegram.BotCodePage, status: telegram.Status | None) -> Response:
     token, settings = resolved.token, deps().settings
     html = render_template(
-        "connect/telegram.html", brand=branding_for(resolved.agency), token=token, page=page, status=status,
-        status_url=f"/c/{token}/bot-code/telegram/{page.attempt.id}/status",
+        "connect/telegram.html", brand=page_brand(resolved.agency, resolved.link), token=token, page=page,
+        status=status, status_url=f"/c/{token}/bot-code/telegram/{page.attempt.id}/status",
         check_url=f"/c/{token}/bot-code/telegram/{page.attempt.id}/check",
         sandbox_page=f"{settings.sandbox_url}/telegram" if page.sandboxed else None)
     return no_store(make_response(html, 200))

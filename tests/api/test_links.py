@@ -35,6 +35,8 @@ def test_link_input_is_validated(client, tenant, other):
     assert _create(client, tenant, platforms=["myspace"]).status_code == 400
     assert _create(client, tenant, platforms=[]).status_code == 400
     assert _create(client, tenant, expires_in_hours=10_000).status_code == 400
+    for huge in (-120_753_194_628_387, 10**30):  # found by Schemathesis: date arithmetic must never overflow
+        assert _create(client, tenant, expires_in_hours=huge).status_code == 400
     assert _create(client, tenant, max_uses=0).status_code == 400
     response = _create(client, tenant, workspace_id=other.workspace.id)
     assert response.status_code == 404 and response.get_json()["code"] == "not_found"

@@ -142,6 +142,7 @@ def test_create_link_validates_and_lists_state(client, db, runtime):
     bad = [
         ({"lifetime_hours": "0"}, "between 1 hour and 30 days"),
         ({"lifetime_hours": "721"}, "between 1 hour and 30 days"),
+        ({"lifetime_hours": "9" * 30}, "between 1 hour and 30 days"),
         ({"lifetime_hours": "abc"}, "whole number"),
         ({"lifetime_hours": "24", "max_uses": "0"}, "Uses must be"),
         ({"lifetime_hours": "24", "platforms": []}, "at least one platform"),

@@ -41,7 +41,9 @@ def test_one_notice_per_state_change_with_a_reconnect_link(client, db, runtime, 
     [notice] = fresh(db).scalars(select(Notification)).all()
     assert notice.kind == "health_error" and notice.reconnect_link_id
     [mail] = db.scalars(select(OutboxEmail)).all()
-    assert mail.to_address == member.email and "/c/" in mail.body_text and "needs reconnecting" in mail.subject
+    assert mail.to_address == member.email and "needs reconnecting" in mail.subject
+    # the reconnect link is the client's credential: only in the email as sent, never stored in clear
+    assert "/c/" in notifications.body_to_send(runtime.deps.cipher, mail) and "/c/" not in mail.body_text
 
     login(client, member.email)
     page = client.get("/admin/notifications").get_data(as_text=True)
@@ -107,7 +109,8 @@ def test_outbox_is_sent_over_smtp(client, db, runtime, live_sandbox):
     thread.start()
     try:
         sent = notifications.send_outbox(fresh(db), f"smtp://127.0.0.1:{server.server_address[1]}",
-                                         "Agency <no-reply@agency.example>", runtime.deps.now())
+                                         "Agency <no-reply@agency.example>", runtime.deps.now(),
+                                         cipher=runtime.deps.cipher)
         db.commit()
     finally:
         server.shutdown()
@@ -149,4 +152,104 @@ def test_daily_digest_replaces_one_email_per_change(client, db, runtime, live_sa
     db.commit()
     [mail] = fresh(db).scalars(select(OutboxEmail)).all()
     assert "Daily connection report: 1 change" in mail.subject and "Reconnect link" in mail.body_text
+    assert "/c/" not in mail.body_text and "/c/" in notifications.body_to_send(runtime.deps.cipher, mail)
     assert notifications.send_digests(db, runtime.deps, runtime.deps.now()) == 0  # once a day
+
+
+# Mail that carries a secret: sealed in the outbox, opened only to send, redacted afterwards ------------------
+
+def _smtp_capture():
+    """A real SMTP server on a socket that keeps each message it receives, parsed."""
+    import email
+    from email import policy
+
+    messages: list = []
+
+    class Handler(_SMTPHandler):
+        received: list[bytes] = []
+
+        def handle(self) -> None:
+            self.received = []
+            super().handle()
+            if self.received:
+                messages.append(email.message_from_bytes(b"".join(self.received), policy=policy.default))
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, messages
+
+
+def test_an_invitation_is_delivered_by_smtp_and_only_its_redacted_copy_stays(app, client, db, runtime):
+    import re
+
+    from tests.helpers import make_member
+
+    owner = make_member(db)
+    login(client, owner.email)
+    client.post("/admin/team/invites", data={"email": "newcomer@team.example", "role": "viewer",
+                                             "csrf_token": csrf_from(client, "/admin/team")})
+    server, messages = _smtp_capture()
+    try:
+        sent = notifications.send_outbox(fresh(db), f"smtp://127.0.0.1:{server.server_address[1]}",
+                                         "Agency <no-reply@agency.example>", runtime.deps.now(),
+                                         cipher=runtime.deps.cipher)
+        db.commit()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent == 1
+    [message] = messages
+    token = re.search(r"/admin/invite/([A-Za-z0-9_-]+)", message.get_content()).group(1)
+    mail = fresh(db).scalar(select(OutboxEmail))
+    assert mail.sent_at is not None and not notifications.is_sealed(mail)
+    assert token not in mail.body_text and notifications.HIDDEN_LINK in mail.body_text  # nothing left to decrypt
+    page = client.get("/admin/notifications").get_data(as_text=True)
+    assert token not in page and "You are invited" in page
+    # the link that went out is the real one: the invitee joins with it
+    browser = app.test_client()
+    form = browser.get(f"/admin/invite/{token}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    from tests.helpers import PASSWORD
+
+    assert browser.post(f"/admin/invite/{token}", data={"password": PASSWORD, "csrf_token": csrf}).status_code == 302
+
+
+def test_a_sealed_body_copied_to_another_row_is_never_sent(client, db, runtime):
+    from tests.helpers import make_member
+
+    owner = make_member(db)
+    notifications.queue_email(db, runtime.deps, owner.agency_id, "invitee@team.example", "secret",
+                              "Your link: https://portal.test/admin/invite/s3cret-token\n", secret=True)
+    db.commit()
+    original = fresh(db).scalar(select(OutboxEmail))
+    assert "s3cret-token" not in original.body_text
+    # an attacker who can write the outbox moves the sealed body to a row addressed to themselves
+    db.add(OutboxEmail(agency_id=owner.agency_id, to_address="thief@evil.example", subject="copy",
+                       body_text=original.body_text, created_at=original.created_at - timedelta(seconds=1)))
+    db.commit()
+    server, messages = _smtp_capture()
+    try:
+        sent = notifications.send_outbox(fresh(db), f"smtp://127.0.0.1:{server.server_address[1]}",
+                                         "Agency <no-reply@agency.example>", runtime.deps.now(),
+                                         cipher=runtime.deps.cipher)
+        db.commit()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent == 1
+    assert [str(m["To"]) for m in messages] == ["invitee@team.example"]
+    assert "s3cret-token" in messages[0].get_content()
+    copy = fresh(db).scalar(select(OutboxEmail).where(OutboxEmail.to_address == "thief@evil.example"))
+    assert copy.sent_at is None and copy.attempts == notifications.MAX_SEND_ATTEMPTS
+    assert copy.last_error == "sealed body does not decrypt"
+    # once given up, later runs leave it alone
+    assert notifications.send_outbox(fresh(db), "smtp://127.0.0.1:9", "x@agency.example", runtime.deps.now(),
+                                     cipher=runtime.deps.cipher) == 0
+
+
+def test_a_secret_email_without_the_cipher_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError):
+        notifications.queue_email(None, None, "agency", "a@x.example", "s", "https://x.example/secret",  # type: ignore[arg-type]
+                                  secret=True)

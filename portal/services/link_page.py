@@ -1,0 +1,148 @@
+"""The link page's fast path: one query says whether the page may be served and what it depends on.
+
+A client's link page is the same HTML for every visit until something it shows changes: the link
+(expiry, overrides, language), its workspace, the agency's branding, the platforms the agency offers
+(its own apps and custom platforms) or the workspace's connections. ``open_page`` reads all of that
+in a single statement: the rows' own columns, plus count-and-latest-change markers of the tables
+behind the platform catalog and the connection list. The tuple of those values is the page's cache
+key, so any change is a new key: no invalidation to forget, across any number of processes.
+
+Anything unusual (a bad signature, an unusable link, an agency with webhook endpoints that want a
+``link.opened`` event per visit) returns None and the view takes the full path, which also renders
+the errors. Every visit is still counted: on PostgreSQL the read and the count are one
+``UPDATE ... RETURNING`` in autocommit (one round trip) on the visit engine, whose commits do not wait
+for an fsync (a view count is not worth one); on SQLite a read and an update.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Text, bindparam, cast, func, select, update
+from sqlalchemy.orm import Session
+
+from portal.models import Agency, Connection, ConnectLink, CustomPlatform, ProviderApp, WebhookEndpoint, Workspace
+from portal.security.signing import LinkSigner
+
+
+@dataclass(frozen=True)
+class PageState:
+    link_id: str
+    language: str | None  # the link's, else the agency's default
+    key: tuple[Any, ...]  # everything the rendered page depends on
+
+
+def _count(model: Any, *where: Any) -> Any:
+    return select(func.count()).select_from(model).where(*where).scalar_subquery()
+
+
+def _latest(column: Any, *where: Any) -> Any:
+    return select(func.max(column)).where(*where).scalar_subquery()
+
+
+def _build_query() -> Any:
+    link, ws, agency = ConnectLink, Workspace, Agency
+    in_workspace = Connection.workspace_id == link.workspace_id
+    own_apps, own_platforms = ProviderApp.agency_id == link.agency_id, CustomPlatform.agency_id == link.agency_id
+    return (select(
+        link.id, link.expires_at, link.revoked_at, link.max_uses, link.uses, link.language, ws.archived_at,
+        agency.default_language,
+        _count(WebhookEndpoint, WebhookEndpoint.agency_id == link.agency_id,
+               WebhookEndpoint.enabled.is_(True)).label("hooks"),
+        # What the page shows or depends on; JSON columns as text so the row is hashable.
+        link.agency_id, link.workspace_id, cast(link.allowed_platforms, Text).label("platforms"),
+        cast(link.branding, Text).label("link_branding"), ws.name.label("workspace_name"),
+        cast(ws.branding, Text).label("workspace_branding"), agency.name, agency.brand_color, agency.logo_version,
+        agency.support_url, agency.headline, agency.instructions, agency.success_text, agency.theme,
+        agency.show_powered_by, agency.favicon_version, agency.custom_domain,
+        # Markers: a row added, changed or removed behind the platform list or the connection list.
+        _count(Connection, in_workspace).label("connections"),
+        _latest(Connection.updated_at, in_workspace).label("connections_changed"),
+        _count(ProviderApp, own_apps).label("apps"), _latest(ProviderApp.updated_at, own_apps).label("apps_changed"),
+        _count(CustomPlatform, own_platforms).label("customs"),
+        _latest(CustomPlatform.created_at, own_platforms).label("customs_changed"))
+        .join(ws, ws.id == link.workspace_id).join(agency, agency.id == link.agency_id)
+        .where(link.token_id == bindparam("signed_id")))
+
+
+_QUERY = _build_query()
+_COUNT_OPEN = (update(ConnectLink.__table__).where(ConnectLink.__table__.c.id == bindparam("link_id"))
+               .values(opened_count=ConnectLink.__table__.c.opened_count + 1))
+
+
+def _build_counting_read() -> Any:
+    """PostgreSQL: the same read and the visit's count as one UPDATE ... FROM ... RETURNING, run alone in
+    autocommit, so a visit costs one round trip instead of four (BEGIN, SELECT, UPDATE, COMMIT). SQLite
+    cannot return joined columns, and a local call is cheap there: it takes the two statements."""
+    table = ConnectLink.__table__
+    query = _build_query()
+    usable = [table.c.revoked_at.is_(None), table.c.expires_at > bindparam("now"), Workspace.archived_at.is_(None),
+              (table.c.max_uses.is_(None)) | (table.c.uses < table.c.max_uses),
+              Workspace.id == table.c.workspace_id, Agency.id == table.c.agency_id,
+              table.c.token_id == bindparam("signed_id"),
+              _count(WebhookEndpoint, WebhookEndpoint.agency_id == table.c.agency_id,
+                     WebhookEndpoint.enabled.is_(True)) == 0]
+    returning = [column for column in query.selected_columns]
+    return update(table).where(*usable).values(opened_count=table.c.opened_count + 1).returning(*returning)
+
+
+_COUNTING_READ = _build_counting_read()
+
+
+def open_page(db: Session, signer: LinkSigner, token: str, now: datetime,
+              visit_engine: Engine | None = None) -> PageState | None:
+    """Count a visit of a usable link's page and return its state; None (nothing counted) when the full
+    path must decide: bad signature, unusable link, or an agency whose webhooks want ``link.opened``.
+    ``visit_engine`` (PostgreSQL): where the one-trip count runs, without waiting for an fsync."""
+    token_id = signer.unsign(token)
+    if token_id is None:
+        return None
+    if visit_engine is not None:
+        return _open_in_one_trip(visit_engine, token_id, now)
+    connection = db.connection()  # Core statements: no ORM row processing on the hot path
+    row = connection.execute(_QUERY, {"signed_id": token_id}).first()
+    if row is None:
+        return None
+    link_id, expires_at, revoked_at, max_uses, uses, language, archived_at, default_language, hooks = row[:9]
+    if revoked_at is not None or expires_at <= now or archived_at is not None or hooks:
+        return None
+    if max_uses is not None and uses >= max_uses:
+        return None
+    connection.execute(_COUNT_OPEN, {"link_id": link_id})  # a view, never a use: mail scanners open links too
+    return PageState(link_id, language or default_language, tuple(row))
+
+
+def _open_in_one_trip(engine: Engine, token_id: str, now: datetime) -> PageState | None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        row = connection.execute(_COUNTING_READ, {"signed_id": token_id, "now": now}).first()
+    if row is None:  # unusable, or webhooks want link.opened: nothing counted, the full path decides
+        return None
+    return PageState(row[0], row[5] or row[7], tuple(row))
+
+
+class PageCache:
+    """Rendered pages by key, least recently used out first (bounded: a key per link and language).
+    Locked, for threaded servers."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self._pages: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> str | None:
+        with self._lock:
+            page = self._pages.get(key)
+            if page is not None:
+                self._pages.move_to_end(key)
+            return page
+
+    def put(self, key: tuple[Any, ...], page: str) -> None:
+        with self._lock:
+            self._pages[key] = page
+            self._pages.move_to_end(key)
+            while len(self._pages) > self._size:
+                self._pages.popitem(last=False)
