@@ -70,7 +70,9 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
         return engine
     if parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # A worker's refresh pool keeps 16 threads on a connection each: they must all stay pooled, not be
+    # reopened (a new PostgreSQL connection costs milliseconds) for every batch.
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20, **kwargs)
 
 
 def _configure_sqlite(engine: Engine, immediate: bool) -> None:

@@ -14,6 +14,9 @@ from workers import runtime
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The refresh threads mostly wait on the network; a shorter GIL switch interval lets a thread whose answer
+    # has arrived run sooner instead of waiting up to 5 ms behind a busy one at every round trip.
+    sys.setswitchinterval(0.001)
     rt = runtime.current()
     if rt.redis is None:
         print("REDIS_URL is not set: jobs run inline in the web process; no worker is needed.", file=sys.stderr)

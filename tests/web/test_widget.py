@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -324,6 +326,17 @@ def test_handoff_mode_needs_a_consumed_code_not_just_the_handle(client, db, runt
     assert client.get(guessed).status_code == 400
     landing = client.get(_issue_handoff(db, runtime, link, handle)).headers["Location"]
     assert client.get(landing).status_code == 200
+
+
+def test_a_handoff_from_a_server_whose_clock_runs_ahead_still_opens(client, db, runtime, embeddable):
+    """M3: another portal server, two minutes ahead, drew the QR code; this one must still accept it."""
+    *_, link, path = embeddable
+    ahead = replace(runtime.deps, clock=lambda: datetime.now(UTC) + timedelta(minutes=2))
+    session = fresh(db)
+    url = widget.issue_handoff(session, ahead, session.merge(link), session.get(Agency, link.agency_id), "popup",
+                               HOST, _handle())
+    session.commit()
+    assert client.get(urlsplit(url).path).status_code == 303
 
 
 def test_a_stale_or_foreign_handoff_url_is_a_404(client, db, runtime, embeddable):
