@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
 from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -44,7 +45,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, which expires
         WTF_CSRF_SSL_STRICT=settings.secure_cookies,
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
-        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_HEADERS_ENABLED=False,  # Retry-After is set on refusals (API problems); no Redis read per request
         # Redis down must not take logins and client pages down with it: count in memory meanwhile.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
@@ -170,7 +171,10 @@ def _register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Any:
         messages = {404: "We could not find that page.", 405: "That action is not allowed here.",
                     413: "What you sent is too large.", 429: "Too many attempts. Please wait a minute and retry."}
-        return _error_page(exc.code or 500, messages.get(exc.code or 500, exc.description or "Request failed."))
+        response = _error_page(exc.code or 500, messages.get(exc.code or 500, exc.description or "Request failed."))
+        if isinstance(exc, RateLimitExceeded):
+            response.headers["Retry-After"] = str(exc.limit.limit.get_expiry())
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

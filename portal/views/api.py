@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, g, render_template, request
 from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -129,6 +130,10 @@ def _http_problem(exc: HTTPException) -> Any:
     details = {404: "There is no such resource.", 405: "This method is not allowed on this resource.",
                413: f"The body is larger than {MAX_BODY // 1024} KB.", 429: "Too many requests for this API key."}
     headers = {"Allow": ", ".join(sorted(exc.valid_methods or []))} if isinstance(exc, MethodNotAllowed) else {}
+    if isinstance(exc, RateLimitExceeded):
+        # The limiter's own headers cost a Redis read on every request; the window's length is what a client
+        # needs to know, and only when refused.
+        headers["Retry-After"] = str(exc.limit.limit.get_expiry())
     return problem(status, codes.get(status, "http_error"), details.get(status, "The request could not be handled."),
                    headers)
 

@@ -245,6 +245,8 @@ def test_login_is_rate_limited(settings, tmp_path):
         client = app.test_client()
         statuses = [login(client, "nobody@nowhere.example", "wrong password!").status_code for _ in range(5)]
         assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
+        refused = login(client, "nobody@nowhere.example", "wrong password!")
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
     finally:
         app.extensions["easyconnect"].close()
 
