@@ -79,6 +79,8 @@ def create_workspace() -> Any:
 @login_required
 def workspace(workspace_id: str) -> Any:
     session, d = db(), deps()
+    session.commit()  # SQLite: no write lock held while the flush takes it
+    runtime().view_counts.flush()  # this process's latest link page views, before they are shown
     ws = agencies.get_workspace(session, _agency_id(), workspace_id)
     now = d.now()
     rows = [(c, tokens.health_view(c, now)) for c in connections.list_connections(session, _agency_id(), ws.id)]
@@ -113,6 +115,8 @@ def archive_workspace(workspace_id: str) -> Any:
 @login_required
 def list_links() -> Any:
     d, now = deps(), deps().now()
+    db().commit()
+    runtime().view_counts.flush()
     rows = [(link, link.state(now), links.link_url(d, link)) for link in links.list_links(db(), _agency_id())]
     return render_template("agency_admin/links.html", link_rows=rows)
 

@@ -39,6 +39,7 @@ ENV_DOC: dict[str, str] = {
     "PORTAL_APP_<GROUP>_CLIENT_ID / _CLIENT_SECRET": "the operator's default app per platform group "
                                                      "(FACEBOOK, GOOGLE, LINKEDIN, X, TIKTOK, ...)",
     "PORTAL_PLATFORM_REFRESHES_PER_SECOND": "sweep refreshes per second per platform, across workers (200)",
+    "PORTAL_VIEW_FLUSH_SECONDS": "how often link page views are written, in one transaction (1; 0 = only when read)",
     "PORTAL_SMTP_URL": "smtp://user:pass@host:587 (smtp+starttls://, smtps://); unset: mail stays in the outbox",
     "PORTAL_MAIL_FROM": "sender of notification mail",
     "PORTAL_OFFBOARDING_RETENTION_DAYS": "days a deleted workspace's or agency's rows are kept (tokens go at once; 30)",
@@ -84,6 +85,8 @@ class Settings:
     platform_timeout: float = 15.0
     # At most this many sweep refreshes per second per platform, across all workers.
     platform_refreshes_per_second: int = 200
+    # Link page views are written in one transaction this often; 0 = only when read (admin, API) or at exit.
+    view_flush_seconds: float = 1.0
     attempt_lifetime: int = 15 * 60
     refresh_lock_seconds: int = 60
     # Refresh a rotating short-lived token this long before it expires.
@@ -218,6 +221,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         allow_private_urls=env.get("PORTAL_ALLOW_PRIVATE_URLS", sandbox_default) == "1",
         smtp_url=env.get("PORTAL_SMTP_URL") or None,
         platform_refreshes_per_second=int(env.get("PORTAL_PLATFORM_REFRESHES_PER_SECOND", "200")),
+        view_flush_seconds=float(env.get("PORTAL_VIEW_FLUSH_SECONDS", "1")),
         mail_from=env.get("PORTAL_MAIL_FROM", "EasyConnect <no-reply@localhost>"),
         custom_domains=env.get("PORTAL_CUSTOM_DOMAINS", "0") == "1",
         offboarding_retention_days=int(env.get("PORTAL_OFFBOARDING_RETENTION_DAYS", "30")),

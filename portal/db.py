@@ -92,16 +92,13 @@ def _configure_sqlite(engine: Engine, immediate: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_visit_engine(url: str) -> Engine | None:
-    """PostgreSQL only: an engine whose commits do not wait for the WAL to reach the disk, for counters where
-    losing the last fraction of a second in a crash is harmless (page views). A durable commit waits for an
-    fsync, milliseconds on a plain disk, which would cap a client page at a few hundred views a second.
-    Everything else, tokens above all, uses the durable engine."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        return None
-    options = " ".join(filter(None, [parsed.query.get("options"), "-csynchronous_commit=off"]))
-    return make_engine(parsed.update_query_dict({"options": options}).render_as_string(hide_password=False))
+def make_read_engine(url: str) -> Engine:
+    """An engine for the client link page's read: on SQLite its transactions start deferred (a read must not take
+    the write lock that every other transaction here takes at once); on PostgreSQL it is run in autocommit by its
+    caller, one round trip a read."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return make_engine(url, immediate=False)
+    return make_engine(url)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

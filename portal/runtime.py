@@ -13,13 +13,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.config import Settings
-from portal.db import make_engine, make_session_factory, make_visit_engine
+from portal.db import make_engine, make_read_engine, make_session_factory
 from portal.locks import LocalLocks, RedisLocks
 from portal.oauth import OAuthClient
 from portal.security.crypto import TokenCipher
 from portal.security.signing import LinkSigner
 from portal.security.urls import GuardPolicy
 from portal.services import Deps
+from portal.services.link_page import ViewCounts
 
 
 @dataclass
@@ -29,13 +30,14 @@ class Runtime:
     session_factory: sessionmaker[Session]
     deps: Deps
     redis: Redis | None
-    # PostgreSQL: commits that skip the fsync, for page-view counters only (see make_visit_engine).
-    visit_engine: Engine | None = None
+    # The client link page: its read (make_read_engine) and its view counts, written in batches.
+    read_engine: Engine
+    view_counts: ViewCounts
 
     def close(self) -> None:
+        self.view_counts.close()  # the last second of link page views, while the engine is still there
         self.engine.dispose()
-        if self.visit_engine is not None:
-            self.visit_engine.dispose()
+        self.read_engine.dispose()
         self.deps.oauth.close()
         if self.redis is not None:
             self.redis.close()
@@ -54,4 +56,5 @@ def build_runtime(settings: Settings) -> Runtime:
     deps = Deps(settings=settings, cipher=TokenCipher(settings.token_keys), signer=LinkSigner(settings.link_keys),
                 oauth=OAuthClient(url_policy=url_policy(settings)), locks=locks)
     return Runtime(settings, engine, make_session_factory(engine), deps, redis,
-                   visit_engine=make_visit_engine(settings.database_url))
+                   read_engine=make_read_engine(settings.database_url),
+                   view_counts=ViewCounts(engine, settings.view_flush_seconds))

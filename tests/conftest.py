@@ -123,7 +123,10 @@ def base_settings(instance: Path, database_url: str, **overrides: Any) -> Settin
                               "sandbox_database_url": f"sqlite:///{instance / 'sandbox.db'}",
                               "login_rate_limit": "1000 per minute", "credential_rate_limit": "1000 per minute",
                               # the sandbox and test servers live on loopback; production refuses it
-                              "allow_private_urls": True}
+                              "allow_private_urls": True,
+                              # link page views are written when read or flushed, never by a background thread
+                              # racing the tests' own deferred writers (tests/web/test_link_views.py covers it)
+                              "view_flush_seconds": 0}
     values.update(overrides)
     return load_settings(env, **values)
 

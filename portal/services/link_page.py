@@ -9,24 +9,27 @@ key, so any change is a new key: no invalidation to forget, across any number of
 
 Anything unusual (a bad signature, an unusable link, an agency with webhook endpoints that want a
 ``link.opened`` event per visit) returns None and the view takes the full path, which also renders
-the errors. Every visit is still counted: on PostgreSQL the read and the count are one
-``UPDATE ... RETURNING`` in autocommit (one round trip) on the visit engine, whose commits do not wait
-for an fsync (a view count is not worth one); on SQLite a read and an update.
+the errors. The read is one statement in autocommit (on SQLite a deferred read that never takes the write
+lock); every visit is still counted, in memory, and the counts are written once a second (``ViewCounts``).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Text, bindparam, cast, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import SQLAlchemyError
 
 from portal.models import Agency, Connection, ConnectLink, CustomPlatform, ProviderApp, WebhookEndpoint, Workspace
 from portal.security.signing import LinkSigner
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,41 +73,17 @@ def _build_query() -> Any:
 
 
 _QUERY = _build_query()
-_COUNT_OPEN = (update(ConnectLink.__table__).where(ConnectLink.__table__.c.id == bindparam("link_id"))
-               .values(opened_count=ConnectLink.__table__.c.opened_count + 1))
 
 
-def _build_counting_read() -> Any:
-    """PostgreSQL: the same read and the visit's count as one UPDATE ... FROM ... RETURNING, run alone in
-    autocommit, so a visit costs one round trip instead of four (BEGIN, SELECT, UPDATE, COMMIT). SQLite
-    cannot return joined columns, and a local call is cheap there: it takes the two statements."""
-    table = ConnectLink.__table__
-    query = _build_query()
-    usable = [table.c.revoked_at.is_(None), table.c.expires_at > bindparam("now"), Workspace.archived_at.is_(None),
-              (table.c.max_uses.is_(None)) | (table.c.uses < table.c.max_uses),
-              Workspace.id == table.c.workspace_id, Agency.id == table.c.agency_id,
-              table.c.token_id == bindparam("signed_id"),
-              _count(WebhookEndpoint, WebhookEndpoint.agency_id == table.c.agency_id,
-                     WebhookEndpoint.enabled.is_(True)) == 0]
-    returning = [column for column in query.selected_columns]
-    return update(table).where(*usable).values(opened_count=table.c.opened_count + 1).returning(*returning)
-
-
-_COUNTING_READ = _build_counting_read()
-
-
-def open_page(db: Session, signer: LinkSigner, token: str, now: datetime,
-              visit_engine: Engine | None = None) -> PageState | None:
+def open_page(read_engine: Engine, views: ViewCounts, signer: LinkSigner, token: str,
+              now: datetime) -> PageState | None:
     """Count a visit of a usable link's page and return its state; None (nothing counted) when the full
-    path must decide: bad signature, unusable link, or an agency whose webhooks want ``link.opened``.
-    ``visit_engine`` (PostgreSQL): where the one-trip count runs, without waiting for an fsync."""
+    path must decide: bad signature, unusable link, or an agency whose webhooks want ``link.opened``."""
     token_id = signer.unsign(token)
     if token_id is None:
         return None
-    if visit_engine is not None:
-        return _open_in_one_trip(visit_engine, token_id, now)
-    connection = db.connection()  # Core statements: no ORM row processing on the hot path
-    row = connection.execute(_QUERY, {"signed_id": token_id}).first()
+    with read_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        row = connection.execute(_QUERY, {"signed_id": token_id}).first()
     if row is None:
         return None
     link_id, expires_at, revoked_at, max_uses, uses, language, archived_at, default_language, hooks = row[:9]
@@ -112,16 +91,56 @@ def open_page(db: Session, signer: LinkSigner, token: str, now: datetime,
         return None
     if max_uses is not None and uses >= max_uses:
         return None
-    connection.execute(_COUNT_OPEN, {"link_id": link_id})  # a view, never a use: mail scanners open links too
+    views.add(link_id)  # a view, never a use: mail scanners open links too
     return PageState(link_id, language or default_language, tuple(row))
 
 
-def _open_in_one_trip(engine: Engine, token_id: str, now: datetime) -> PageState | None:
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        row = connection.execute(_COUNTING_READ, {"signed_id": token_id, "now": now}).first()
-    if row is None:  # unusable, or webhooks want link.opened: nothing counted, the full path decides
-        return None
-    return PageState(row[0], row[5] or row[7], tuple(row))
+_ADD_VIEWS = (update(ConnectLink.__table__).where(ConnectLink.__table__.c.id == bindparam("link_id"))
+              .values(opened_count=ConnectLink.__table__.c.opened_count + bindparam("views")))
+
+
+class ViewCounts:
+    """Link page views, counted in memory and written once a second in one transaction: a write per view
+    would serialize every visit on the database (SQLite's write lock; an fsync per commit on PostgreSQL).
+    What reads the counts calls ``flush`` first; another process's views show within a second. A process
+    killed outright loses at most its last second of views (counts are analytics, never a use)."""
+
+    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
+        self._engine = engine
+        self._interval = interval  # 0: no background writer, only explicit flushes
+        self._pending: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def add(self, link_id: str) -> None:
+        with self._lock:
+            self._pending[link_id] += 1
+            if self._flusher is None and self._interval > 0:
+                self._flusher = threading.Thread(target=self._run, name="link-view-counts", daemon=True)
+                self._flusher.start()
+                atexit.register(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+        if not pending:
+            return
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(_ADD_VIEWS, [{"link_id": link_id, "views": n} for link_id, n in pending.items()])
+        except SQLAlchemyError:
+            with self._lock:
+                self._pending.update(pending)  # the next flush tries again
+            log.warning("link page views could not be written; kept for the next try")
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self._interval):
+            self.flush()
 
 
 class PageCache:

@@ -243,6 +243,8 @@ def create_link() -> Any:
 @bp.get("/links")
 def list_links() -> Any:
     args = query_args(("limit", "cursor", "workspace", "state"))
+    db().commit()  # SQLite: the key check's transaction must not hold the write lock the flush needs
+    runtime().view_counts.flush()  # this process's latest link page views, before they are read
     page = api_lists.links(db(), caller().agency_id, deps().now(), workspace_id=args.get("workspace") or None,
                            state=args.get("state") or None, **paging(args))
     return ok(page_body(page, lambda link: link_json(deps(), link)))
@@ -251,6 +253,8 @@ def list_links() -> Any:
 @bp.get("/links/<link_id>")
 def get_link(link_id: str) -> Any:
     query_args(())
+    db().commit()
+    runtime().view_counts.flush()
     return ok(link_json(deps(), links.get_link(db(), caller().agency_id, link_id)))
 
 

@@ -79,7 +79,8 @@ def _cache_key(token: str) -> tuple[link_pages.PageState | None, tuple[Any, ...]
     the language and the in-app browser notice. Widget visits (``?embed=``) are never cached."""
     if request.args.get("embed"):
         return None, None
-    state = link_pages.open_page(db(), deps().signer, token, deps().now(), runtime().visit_engine)
+    rt = runtime()
+    state = link_pages.open_page(rt.read_engine, rt.view_counts, deps().signer, token, deps().now())
     if state is None:
         return None, None
     i18n.use_language(state.language)
