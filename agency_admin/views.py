@@ -17,7 +17,7 @@ from portal import queue
 from portal.errors import PlatformError, RefreshBusy, ServiceUnavailable, ValidationFailed
 from portal.services import agencies, audit, connections, custom_platforms, links, notifications, platforms, tokens
 from portal.services.audit import Actor
-from portal.web import client_ip, db, deps, runtime
+from portal.web import client_ip, db, deps, runtime, write_link_views
 
 LIFETIME_CHOICES = [(1, "1 hour"), (24, "1 day"), (72, "3 days"), (168, "7 days"), (336, "14 days"),
                     (720, "30 days")]
@@ -79,8 +79,7 @@ def create_workspace() -> Any:
 @login_required
 def workspace(workspace_id: str) -> Any:
     session, d = db(), deps()
-    session.commit()  # SQLite: no write lock held while the flush takes it
-    runtime().view_counts.flush()  # this process's latest link page views, before they are shown
+    write_link_views()
     ws = agencies.get_workspace(session, _agency_id(), workspace_id)
     now = d.now()
     rows = [(c, tokens.health_view(c, now)) for c in connections.list_connections(session, _agency_id(), ws.id)]
@@ -115,8 +114,7 @@ def archive_workspace(workspace_id: str) -> Any:
 @login_required
 def list_links() -> Any:
     d, now = deps(), deps().now()
-    db().commit()
-    runtime().view_counts.flush()
+    write_link_views()
     rows = [(link, link.state(now), links.link_url(d, link)) for link in links.list_links(db(), _agency_id())]
     return render_template("agency_admin/links.html", link_rows=rows)
 

@@ -27,6 +27,13 @@ def db() -> Session:
     return g.db  # type: ignore[no-any-return]
 
 
+def write_link_views() -> None:
+    """Write this process's pending link page views before a page or an API answer shows counts. The request's
+    own transaction ends first: on SQLite it may hold the write lock the write needs."""
+    db().commit()
+    runtime().view_counts.flush()
+
+
 def client_ip() -> str | None:
     # request.remote_addr is already corrected by ProxyFix when (and only when) proxies are trusted.
     return request.remote_addr

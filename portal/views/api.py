@@ -50,7 +50,7 @@ from portal.views.api_common import (
     query_args,
     workspace_json,
 )
-from portal.web import client_ip, db, deps, runtime
+from portal.web import client_ip, db, deps, runtime, write_link_views
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -243,8 +243,7 @@ def create_link() -> Any:
 @bp.get("/links")
 def list_links() -> Any:
     args = query_args(("limit", "cursor", "workspace", "state"))
-    db().commit()  # SQLite: the key check's transaction must not hold the write lock the flush needs
-    runtime().view_counts.flush()  # this process's latest link page views, before they are read
+    write_link_views()
     page = api_lists.links(db(), caller().agency_id, deps().now(), workspace_id=args.get("workspace") or None,
                            state=args.get("state") or None, **paging(args))
     return ok(page_body(page, lambda link: link_json(deps(), link)))
@@ -253,8 +252,7 @@ def list_links() -> Any:
 @bp.get("/links/<link_id>")
 def get_link(link_id: str) -> Any:
     query_args(())
-    db().commit()
-    runtime().view_counts.flush()
+    write_link_views()
     return ok(link_json(deps(), links.get_link(db(), caller().agency_id, link_id)))
 
 

@@ -218,18 +218,20 @@ def remove_connection(token: str, connection_id: str) -> Response:
 
 @bp.get("/brand/<agency_id>/logo")
 def logo(agency_id: str) -> Response:
-    agency = db().get(Agency, agency_id)
-    if agency is None or not agency.logo or not agency.logo_type:
-        abort(404)
-    return _image(agency.logo, agency.logo_type, "public, max-age=86400")
+    return _agency_image(agency_id, "logo")
 
 
 @bp.get("/brand/<agency_id>/favicon")
 def favicon(agency_id: str) -> Response:
+    return _agency_image(agency_id, "favicon")
+
+
+def _agency_image(agency_id: str, kind: str) -> Response:
     agency = db().get(Agency, agency_id)
-    if agency is None or not agency.favicon or not agency.favicon_type:
+    data, content_type = (getattr(agency, kind), getattr(agency, f"{kind}_type")) if agency else (None, None)
+    if not data or not content_type:
         abort(404)
-    return _image(agency.favicon, agency.favicon_type, "public, max-age=86400")
+    return _image(data, content_type, "public, max-age=86400")
 
 
 @bp.get("/brand/asset/<asset_id>")

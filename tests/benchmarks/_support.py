@@ -137,6 +137,17 @@ def sandbox_app() -> Any:
     return create_platform_app(load_settings(sandbox_access_lifetime=ACCESS_LIFETIME))
 
 
+def stop_process(proc: subprocess.Popen[bytes], log: Any) -> None:
+    """SIGTERM (gunicorn's graceful stop), SIGKILL if it lingers, then close its log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    log.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -179,13 +190,7 @@ class SandboxProcess:
                       timeout=5).raise_for_status()
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 # CPU accounting from /proc ---------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -113,12 +112,7 @@ class Server:
         raise SystemExit("gunicorn did not answer within 60 s")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        sup.stop_process(self.proc, self.log)
 
 
 def wrk(url: str, script: Path, args: argparse.Namespace, seconds: int) -> tuple[float, float, float, int, int]:

@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import requests
 import sqlalchemy as sa
 
 from portal.config import load_settings, new_token_key
-from tests.benchmarks._support import PG_URL, ROOT, free_port, require_loopback
+from tests.benchmarks._support import PG_URL, ROOT, free_port, require_loopback, stop_process
 
 SCHEMA = "easyconnect_bench2"
 BASE = "http://portal.bench"
@@ -157,12 +156,7 @@ class Server:
         raise SystemExit("gunicorn did not answer within 60 s")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 def wrk(url: str, seconds: int, connections: int = 8) -> float:
