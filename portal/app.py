@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -92,6 +93,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     # One limiter per app: limits registered on a shared one would leak between apps (tests, workers).
     limiter = Limiter(key_func=get_remote_address, default_limits=[], app=app)
     api.init_app(app, limiter, csrf)  # REST API: no cookies (CSRF-exempt), rate-limited per API key
+    _check_blueprint_limits_only_for_the_api(app, limiter)
     limited = {"agency_admin.login": settings.login_rate_limit, "agency_admin.signup": settings.login_rate_limit,
                # Credentials and server addresses typed by clients: every client shares the portal's IP at
                # Bluesky, so unbounded attempts could get an account's sign-ins throttled there.
@@ -126,10 +128,35 @@ def _limit_widget(app: Flask, limiter: Limiter) -> None:
     csrf.exempt(app.view_functions["widget.handoff_code"])  # no cookies: the link token is the capability
     for endpoint, (key, default) in WIDGET_RATE_LIMITS.items():
         app.config.setdefault(key, default)
-        plain_link_page = endpoint == "connect.link_page"  # plain visits are not the widget's to count
-        limit = limiter.limit(lambda key=key: str(app.config[key]),
-                              exempt_when=lambda plain=plain_link_page: plain and not request.args.get("embed"))
-        app.view_functions[endpoint] = limit(app.view_functions[endpoint])
+        view = app.view_functions[endpoint]
+        limited = limiter.limit(lambda key=key: str(app.config[key]))(view)
+        if endpoint == "connect.link_page":
+            limited = _only_embedded(view, limited)
+        app.view_functions[endpoint] = limited
+
+
+def _only_embedded(view: Any, limited: Any) -> Any:
+    """The link page counts against the widget's limit only when embedded: plain visits are not the widget's to
+    count, and skip the limiter's work altogether (tests/benchmarks/bench_link_page.py)."""
+    @wraps(view)
+    def link_page(*args: Any, **kwargs: Any) -> Any:
+        return limited(*args, **kwargs) if request.args.get("embed") else view(*args, **kwargs)
+
+    return link_page
+
+
+def _check_blueprint_limits_only_for_the_api(app: Flask, limiter: Limiter) -> None:
+    """flask-limiter checks default, application and blueprint limits in a hook on every request. Here the API
+    blueprint is the only one with such limits (every other limit decorates its view and is checked there), so
+    the hook runs for the API's requests alone instead of costing every page its work."""
+    hooks = app.before_request_funcs[None]
+    index = hooks.index(limiter._check_request_limit)
+
+    def _check_api_limits() -> None:
+        if request.blueprint == "api":
+            limiter._check_request_limit()
+
+    hooks[index] = _check_api_limits
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -143,7 +170,10 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.before_request
     def _refuse_control_characters() -> Any:
-        values = [request.path, *request.args.values(), *(request.form.values() if request.form else [])]
+        if request.blueprint == "api":
+            return None  # the API's own guard checks the same and answers with a problem document
+        has_form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
+        values = [request.path, *request.args.values(), *(request.form.values() if has_form else [])]
         if any("\x00" in value for value in values):
             return _error_page(400, "The request contained characters that are not allowed.")
         return None

@@ -7,17 +7,19 @@ HTTP call (SQLite would block the sandbox in the demo; PostgreSQL would hold row
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
+T = TypeVar("T")
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -55,7 +57,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, immediate: bool = True, pool_pre_ping: bool = True, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and (by default) BEGIN IMMEDIATE.
 
     ``immediate=False`` is for readers that must never queue behind or block a writer (tests'
@@ -66,16 +68,16 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
         # deletes the WAL, and the next commit recreates it; that cost milliseconds on every request.
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, poolclass=QueuePool,
                                pool_size=5, max_overflow=15, **kwargs)
-        _configure_sqlite(engine, immediate)
+        _configure_sqlite(engine, immediate, kwargs.get("isolation_level") == "AUTOCOMMIT")
         return engine
     if parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     # A worker's refresh pool keeps 16 threads on a connection each: they must all stay pooled, not be
     # reopened (a new PostgreSQL connection costs milliseconds) for every batch.
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20, **kwargs)
+    return create_engine(url, pool_pre_ping=pool_pre_ping, pool_size=20, max_overflow=20, **kwargs)
 
 
-def _configure_sqlite(engine: Engine, immediate: bool) -> None:
+def _configure_sqlite(engine: Engine, immediate: bool, autocommit: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take control of transactions so every one starts with BEGIN IMMEDIATE: writers queue on
@@ -87,18 +89,39 @@ def _configure_sqlite(engine: Engine, immediate: bool) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    if autocommit:
+        return  # each statement is its own transaction (make_direct_engine)
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_read_engine(url: str) -> Engine:
-    """An engine for the client link page's read: on SQLite its transactions start deferred (a read must not take
-    the write lock that every other transaction here takes at once); on PostgreSQL it is run in autocommit by its
-    caller, one round trip a read."""
+def make_direct_engine(url: str) -> Engine:
+    """The engine of the hot paths (the client link page's read, the API's token reads): each statement its own
+    transaction, no BEGIN or COMMIT round trips. On SQLite its transactions start deferred (a read must not take
+    the write lock that every other transaction here takes at once). On PostgreSQL a checkout does not ping the
+    server: ``run_direct`` retries once on a connection found dead instead, which is what the ping was for,
+    without a round trip on every request."""
+    # Set once per new DBAPI connection, not per checkout and check-in as execution options would be.
+    options = {"isolation_level": "AUTOCOMMIT", "skip_autocommit_rollback": True}
     if make_url(url).get_backend_name() == "sqlite":
-        return make_engine(url, immediate=False)
-    return make_engine(url)
+        return make_engine(url, immediate=False, **options)
+    return make_engine(url, pool_pre_ping=False, **options)
+
+
+def run_direct(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """``work`` on a pooled autocommit connection of ``engine`` (see make_direct_engine). A connection that turns
+    out dead (the database restarted) invalidates the pool and the work runs once more on a new one: at worst
+    a statement that did reach the server runs twice, so work must be safe to repeat (reads, audit rows)."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.config import Settings
-from portal.db import make_engine, make_read_engine, make_session_factory
+from portal.db import make_direct_engine, make_engine, make_session_factory
 from portal.locks import LocalLocks, RedisLocks
 from portal.oauth import OAuthClient
 from portal.security.crypto import TokenCipher
@@ -30,14 +30,15 @@ class Runtime:
     session_factory: sessionmaker[Session]
     deps: Deps
     redis: Redis | None
-    # The client link page: its read (make_read_engine) and its view counts, written in batches.
-    read_engine: Engine
+    # The hot paths' autocommit engine (make_direct_engine: the link page's read, API token reads) and the link
+    # page's view counts, written in batches.
+    direct_engine: Engine
     view_counts: ViewCounts
 
     def close(self) -> None:
         self.view_counts.close()  # the last second of link page views, while the engine is still there
         self.engine.dispose()
-        self.read_engine.dispose()
+        self.direct_engine.dispose()
         self.deps.oauth.close()
         if self.redis is not None:
             self.redis.close()
@@ -56,5 +57,5 @@ def build_runtime(settings: Settings) -> Runtime:
     deps = Deps(settings=settings, cipher=TokenCipher(settings.token_keys), signer=LinkSigner(settings.link_keys),
                 oauth=OAuthClient(url_policy=url_policy(settings)), locks=locks)
     return Runtime(settings, engine, make_session_factory(engine), deps, redis,
-                   read_engine=make_read_engine(settings.database_url),
+                   direct_engine=make_direct_engine(settings.database_url),
                    view_counts=ViewCounts(engine, settings.view_flush_seconds))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from sqlalchemy.orm import Session
 
 from portal.runtime import Runtime
@@ -39,7 +40,27 @@ def client_ip() -> str | None:
     return request.remote_addr
 
 
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session (the admin panel's), minus its per-request cost for the many requests that
+    carry no session cookie (client pages, the API, the widget): there is no signature to check, and nothing to
+    write back while the session stays empty. Behaves exactly like Flask's otherwise."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not session and not session.modified:
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
+        super().save_session(app, session, response)
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = CookieSessionInterface()
+
     @app.teardown_appcontext
     def _close_db(_exc: BaseException | None) -> None:
         session = g.pop("db", None)
@@ -67,11 +88,14 @@ def init_security_headers(app: Flask, secure: bool, form_targets: str = "") -> N
     @app.after_request
     def _headers(response: Response) -> Response:
         ancestors = g.get("frame_ancestors", "'none'")
-        response.headers.setdefault("Content-Security-Policy",
-                                    content_security_policy(csp_nonce(), form_targets, ancestors))
-        baseline = baseline_headers(secure, framed=ancestors != "'none'", keep_opener=g.get("keep_opener", False))
-        for name, value in baseline.items():
-            response.headers.setdefault(name, value)
+        headers = response.headers
+        present = {name.lower() for name in headers.keys()}  # noqa: SIM118 - Headers iterates as pairs
+        if "content-security-policy" not in present:  # a view may have set its own
+            headers.add("Content-Security-Policy", content_security_policy(csp_nonce(), form_targets, ancestors))
+        for name, value in baseline_headers(secure, framed=ancestors != "'none'",
+                                            keep_opener=g.get("keep_opener", False)):
+            if name.lower() not in present:
+                headers.add(name, value)
         return response
 
 

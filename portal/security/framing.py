@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 # What a stored, normalised embed origin looks like; anything else never reaches a header.
 _ORIGIN = re.compile(r"^https?://[a-z0-9.\-]+(:[0-9]{1,5})?$|^https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?$")
@@ -22,10 +23,16 @@ def frame_ancestors(origins: Iterable[str]) -> str:
 
 
 def content_security_policy(nonce: str, form_targets: str = "", frame_ancestors: str = "'none'") -> str:
-    return "; ".join([
+    before, after = _policy_around_nonce(form_targets, frame_ancestors)
+    return before + nonce + after
+
+
+@lru_cache(maxsize=512)  # built once per setting: every response sends one, with only its nonce new
+def _policy_around_nonce(form_targets: str, frame_ancestors: str) -> tuple[str, str]:
+    policy = "; ".join([
         "default-src 'self'",
         "script-src 'self'",
-        f"style-src 'self' 'nonce-{nonce}'",
+        "style-src 'self' 'nonce-\0'",
         "img-src 'self' data: https:",
         "object-src 'none'",
         "base-uri 'none'",
@@ -33,9 +40,14 @@ def content_security_policy(nonce: str, form_targets: str = "", frame_ancestors:
         f"form-action 'self' https: {form_targets}".strip(),
         f"frame-ancestors {frame_ancestors}",
     ])
+    before, _, after = policy.partition("\0")
+    return before, after
 
 
-def baseline_headers(secure: bool, framed: bool = False, keep_opener: bool = False) -> dict[str, str]:
+@lru_cache(maxsize=16)
+def baseline_headers(secure: bool, framed: bool = False,
+                     keep_opener: bool = False) -> tuple[tuple[str, str], ...]:
+    """The headers every response carries, as (name, value) pairs (shared between responses: immutable)."""
     headers = {
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
@@ -46,4 +58,4 @@ def baseline_headers(secure: bool, framed: bool = False, keep_opener: bool = Fal
         headers["X-Frame-Options"] = "DENY"
     if secure:
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-    return headers
+    return tuple(headers.items())

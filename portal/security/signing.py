@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from functools import lru_cache
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -26,6 +27,10 @@ class LinkSigner:
         if not keys_newest_first:
             raise ValueError("no link signing keys")
         self._serializer = URLSafeSerializer(list(reversed(keys_newest_first)), salt=LINK_SALT)
+        # The same link is opened again and again (its page, its polls): a verdict, which depends only on the
+        # token and these keys, is kept for the most recent tokens (bounded, so a flood of forgeries only
+        # evicts). Revocation is not a signature matter: the link's row says it.
+        self._verdicts = lru_cache(maxsize=4096)(self._verify)
 
     def sign(self, token_id: str) -> str:
         return str(self._serializer.dumps(token_id))
@@ -34,6 +39,9 @@ class LinkSigner:
         """The token id, or None when the signature is wrong or the payload is not ours."""
         if len(token) > 200:
             return None
+        return self._verdicts(token)  # type: ignore[no-any-return]
+
+    def _verify(self, token: str) -> str | None:
         try:
             value = self._serializer.loads(token)
         except BadSignature:

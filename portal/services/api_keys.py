@@ -8,10 +8,12 @@ leak gives no usable key, and lookup is one indexed equality on the hash.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.errors import NotFound, ValidationFailed
@@ -69,29 +71,42 @@ class LiveKey:
     last_used_at: datetime | None
 
 
-_LOOKUP = select(ApiKey.id, ApiKey.agency_id, ApiKey.scope, ApiKey.key_hash, ApiKey.revoked_at,
-                 ApiKey.last_used_at).where(ApiKey.key_hash == bindparam("digest"))
+# What authentication reads of a key, in this order (the API's token read selects them with its own columns).
+KEY_COLUMNS = (ApiKey.id, ApiKey.agency_id, ApiKey.scope, ApiKey.key_hash, ApiKey.revoked_at, ApiKey.last_used_at)
+_LOOKUP = select(*KEY_COLUMNS).where(ApiKey.key_hash == bindparam("digest"))
 
 
-def authenticate(db: Session, header: str | None, now: datetime) -> LiveKey | None:
+def presented_digest(header: str | None) -> str | None:
+    """The lookup hash of the key in an Authorization header value, or None when it names no key."""
+    value = bearer_value(header)
+    return hash_secret(value) if value is not None else None
+
+
+def authenticate(db: Session | Connection, header: str | None, now: datetime) -> LiveKey | None:
     """The live key named by an Authorization header value, or None (missing, unknown, revoked).
 
-    One indexed lookup by the key's hash (only the columns needed), then a constant-time comparison
-    of the hashes; the last-used time is written at most once a minute (the caller commits)."""
-    value = bearer_value(header)
-    if value is None:
+    One indexed lookup by the key's hash (only the columns needed), then ``live_key``."""
+    digest = presented_digest(header)
+    if digest is None:
         return None
-    digest = hash_secret(value)
-    row = db.execute(_LOOKUP, {"digest": digest}).first()
-    if row is None or not constant_time_equals(row.key_hash, digest) or row.revoked_at is not None:
+    return live_key(db, db.execute(_LOOKUP, {"digest": digest}).first(), digest, now)
+
+
+def live_key(db: Session | Connection, row: Sequence[Any] | None, digest: str, now: datetime) -> LiveKey | None:
+    """The key whose ``KEY_COLUMNS`` are ``row`` (looked up by ``digest``), if it is live: a constant-time
+    comparison of the hashes, not revoked. Its last-used time is written at most once a minute (a Session's
+    caller commits it; on an autocommit connection it is written at once)."""
+    if row is None or row[0] is None:
         return None
-    last_used = row.last_used_at
+    key_id, agency_id, scope, key_hash, revoked_at, last_used = row[:6]
+    if not constant_time_equals(key_hash, digest) or revoked_at is not None:
+        return None
     if last_used is None or last_used <= now - LAST_USED_RESOLUTION:
-        db.execute(update(ApiKey).where(ApiKey.id == row.id, or_(
+        db.execute(update(ApiKey).where(ApiKey.id == key_id, or_(
             ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
             .values(last_used_at=now).execution_options(synchronize_session=False))
         last_used = now
-    return LiveKey(row.id, row.agency_id, row.scope, last_used)
+    return LiveKey(key_id, agency_id, scope, last_used)
 
 
 def may_write(key: LiveKey | ApiKey) -> bool:

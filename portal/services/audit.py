@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from portal.db import utcnow
@@ -35,10 +35,10 @@ def record(db: Session, agency_id: str, actor: Actor, action: str, object_type: 
     return event
 
 
-def record_now(db: Session, agency_id: str, actor: Actor, action: str, object_type: str | None = None,
+def record_now(db: Session | Connection, agency_id: str, actor: Actor, action: str, object_type: str | None = None,
                object_id: str | None = None, **details: Any) -> None:
     """``record`` as one INSERT sent at once, without an ORM object: for hot paths (a refresh, a token
-    read) whose agency row already exists."""
+    read) whose agency row already exists. On an autocommit connection the row is committed at once."""
     _check(details)
     db.execute(_INSERT, {"v_agency_id": agency_id, "v_actor_type": actor.type, "v_actor_id": actor.id,
                          "v_action": action, "v_object_type": object_type, "v_object_id": object_id,

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Engine, Text, bindparam, cast, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from portal.db import run_direct
 from portal.models import Agency, Connection, ConnectLink, CustomPlatform, ProviderApp, WebhookEndpoint, Workspace
 from portal.security.signing import LinkSigner
 
@@ -75,15 +76,14 @@ def _build_query() -> Any:
 _QUERY = _build_query()
 
 
-def open_page(read_engine: Engine, views: ViewCounts, signer: LinkSigner, token: str,
+def open_page(direct_engine: Engine, views: ViewCounts, signer: LinkSigner, token: str,
               now: datetime) -> PageState | None:
     """Count a visit of a usable link's page and return its state; None (nothing counted) when the full
     path must decide: bad signature, unusable link, or an agency whose webhooks want ``link.opened``."""
     token_id = signer.unsign(token)
     if token_id is None:
         return None
-    with read_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        row = connection.execute(_QUERY, {"signed_id": token_id}).first()
+    row = run_direct(direct_engine, lambda connection: connection.execute(_QUERY, {"signed_id": token_id}).first())
     if row is None:
         return None
     link_id, expires_at, revoked_at, max_uses, uses, language, archived_at, default_language, hooks = row[:9]

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, case, select
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import Engine, String, and_, bindparam, case, false, func, insert, literal, or_, select, true
 from sqlalchemy.orm import Session
 
+from portal.db import run_direct
 from portal.errors import NotFound, PlatformError, PortalError, RefreshBusy, ServiceUnavailable
-from portal.models import Connection, ConnectLink, Health
-from portal.services import Deps, audit, connections, links, tokens
+from portal.models import ApiKey, AuditEvent, Connection, ConnectLink, Health
+from portal.services import Deps, api_keys, audit, connections, links, tokens
 from portal.services.audit import Actor
 
 REFRESH_WITHIN = timedelta(minutes=5)
@@ -75,34 +78,123 @@ class _TokenRow:
     refresh_token_enc: bool | None  # only whether there is one: the refresh token is never decrypted here
 
 
-_TOKEN_ROW = select(Connection.id, Connection.platform, Connection.health, Connection.health_reason,
-                    Connection.token_expires_at, Connection.refresh_expires_at, Connection.access_token_enc,
-                    case((Connection.refresh_token_enc.is_not(None), True), else_=None).label("refresh_token_enc"),
-                    ).where(Connection.id == bindparam("connection_id"), Connection.agency_id == bindparam("agency_id"))
+_TOKEN_COLUMNS = (Connection.id, Connection.platform, Connection.health, Connection.health_reason,
+                  Connection.token_expires_at, Connection.refresh_expires_at, Connection.access_token_enc,
+                  case((Connection.refresh_token_enc.is_not(None), True), else_=None).label("refresh_token_enc"))
+_TOKEN_ROW = select(*_TOKEN_COLUMNS).where(Connection.id == bindparam("connection_id"),
+                                          Connection.agency_id == bindparam("agency_id"))
+# The API key and, when it belongs to the key's agency, the connection: authentication and the read in one
+# round trip (another agency's connection reads as absent).
+_KEY_AND_TOKEN = (select(*api_keys.KEY_COLUMNS, *_TOKEN_COLUMNS)
+                  .select_from(ApiKey).outerjoin(Connection, and_(Connection.id == bindparam("connection_id"),
+                                                                  Connection.agency_id == ApiKey.agency_id))
+                  .where(ApiKey.key_hash == bindparam("digest")))
+_KEY_WIDTH = len(api_keys.KEY_COLUMNS)
+
+
+def _key_token_and_audit() -> Any:
+    """PostgreSQL: ``_KEY_AND_TOKEN`` and, in the same statement, the audit row of the read when the read can be
+    served as it is (the key live and read_write, the connection healthy, with an access token that is not about
+    to expire): one round trip and one commit a request. The result's last column tells whether the row was
+    written; when it was not, the caller decides with ``_needs_full_path`` as for any other read. The condition
+    here may only be narrower than ``_needs_full_path``, never wider (a test holds the two together)."""
+    key = select(*api_keys.KEY_COLUMNS).where(ApiKey.key_hash == bindparam("digest")).cte("live_key")
+    token = (select(*_TOKEN_COLUMNS).join_from(Connection, key, Connection.agency_id == key.c.agency_id)
+             .where(Connection.id == bindparam("connection_id")).cte("token"))
+    now = bindparam("now", type_=Connection.token_expires_at.type)
+    lapse = case((token.c.refresh_token_enc.is_(True), token.c.refresh_expires_at), else_=token.c.token_expires_at)
+    expires_text = func.to_char(func.timezone("UTC", token.c.token_expires_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
+    details = func.json_build_object("platform", token.c.platform, "refreshed", false(),
+                                     "expires_at", expires_text.concat("+00:00"))
+    audited = (insert(AuditEvent).from_select(
+        ["agency_id", "actor_type", "actor_id", "action", "object_type", "object_id", "ip", "details", "created_at"],
+        select(key.c.agency_id, literal("api"), key.c.id, literal("connection.token_read"), literal("connection"),
+               token.c.id, bindparam("ip", type_=String), details, now)
+        .join_from(key, token, true())
+        .where(key.c.revoked_at.is_(None), key.c.scope == "read_write", token.c.access_token_enc.is_not(None),
+               token.c.health != Health.ERROR, or_(lapse.is_(None), lapse > now),
+               or_(token.c.token_expires_at.is_(None),
+                   token.c.token_expires_at > bindparam("refresh_before", type_=Connection.token_expires_at.type))))
+        .returning(AuditEvent.id).cte("audited"))
+    return (select(*key.c, *token.c, select(func.count()).select_from(audited).scalar_subquery())
+            .select_from(key).outerjoin(token, true()))
+
+
+_KEY_TOKEN_AND_AUDIT = _key_token_and_audit()
+
+
+@dataclass(frozen=True)
+class DirectRead:
+    """What ``read_direct`` found: the live key (None: no valid key) and the token it issued (None: the key
+    may not have it, or the connection needs the full path of ``fresh_access_token``)."""
+
+    key: api_keys.LiveKey | None
+    issued: IssuedToken | None
+
+
+def read_direct(engine: Engine, deps: Deps, authorization: str | None, connection_id: str, ip: str | None,
+                issue: bool = True) -> DirectRead:
+    """The REST API's hot path (tests/benchmarks/bench_access_token.py): the key and the connection in one
+    indexed select, one decryption and the durable audit row, on the autocommit engine (no BEGIN, no COMMIT
+    round trips); on PostgreSQL the select writes the audit row itself (``_key_token_and_audit``). Only a
+    read_write key is issued a token, and only when the connection is healthy and not expiring (else the
+    caller takes ``fresh_access_token``); ``issue=False`` authenticates only."""
+    digest = api_keys.presented_digest(authorization)
+    if digest is None:
+        return DirectRead(None, None)
+    now = deps.now()
+
+    def work(connection: DbConnection) -> DirectRead:
+        one_statement = issue and connection.dialect.name == "postgresql"
+        if one_statement:
+            row = connection.execute(_KEY_TOKEN_AND_AUDIT, {
+                "digest": digest, "connection_id": connection_id, "ip": ip, "now": now,
+                "refresh_before": now + REFRESH_WITHIN}).first()
+        else:
+            row = connection.execute(_KEY_AND_TOKEN, {"digest": digest, "connection_id": connection_id}).first()
+        key = api_keys.live_key(connection, row, digest, now)
+        if key is None or not issue or not api_keys.may_write(key):
+            return DirectRead(key, None)
+        token = _TokenRow(*row[_KEY_WIDTH:_KEY_WIDTH + len(_TOKEN_COLUMNS)])  # type: ignore[index]
+        if token.id is None:
+            raise NotFound("No such connection.")
+        audited = bool(row[-1]) if one_statement else False  # type: ignore[index]
+        if not audited:
+            if _needs_full_path(token, now):
+                return DirectRead(key, None)
+            _audit_read(connection, key.agency_id, Actor("api", key.id, ip), token.id, token.platform,
+                        token.token_expires_at, refreshed=False)
+        access = deps.cipher.decrypt(token.access_token_enc,  # type: ignore[arg-type]
+                                     connections.token_context(token, "access"))  # type: ignore[arg-type]
+        return DirectRead(key, IssuedToken(access, token.token_expires_at))
+
+    return run_direct(engine, work)
+
+
+def _needs_full_path(row: _TokenRow, now: datetime) -> bool:
+    expires = row.token_expires_at
+    return (not row.access_token_enc or tokens.health_view(row, now).health == Health.ERROR  # type: ignore[arg-type]
+            or expires is not None and expires <= now + REFRESH_WITHIN)
 
 
 def fresh_access_token(db: Session, deps: Deps, agency_id: str, connection_id: str, actor: Actor) -> IssuedToken:
-    """The connection's access token, refreshed first when it expires within five minutes.
-
-    The common case (healthy, not expiring) is the API's hot path (tests/benchmarks/bench_access_token.py):
-    one indexed select of the needed columns, one decryption and the audit insert, all in the caller's
-    transaction. Anything else takes the full path below."""
+    """The connection's access token, refreshed first when it expires within five minutes, in the caller's
+    transaction. The common case (healthy, not expiring) is one indexed select of the needed columns, one
+    decryption and the audit insert (the API serves it with ``read_direct``); anything else takes the full
+    path below."""
     now = deps.now()
     found = db.execute(_TOKEN_ROW, {"connection_id": connection_id, "agency_id": agency_id}).first()
     if found is None:
         raise NotFound("No such connection.")
     row = _TokenRow(*found)
-    expires = row.token_expires_at
-    needs_work = (tokens.health_view(row, now).health == Health.ERROR  # type: ignore[arg-type]
-                  or expires is not None and expires <= now + REFRESH_WITHIN)
-    if needs_work or not row.access_token_enc:
+    if _needs_full_path(row, now):
         return _full_path(db, deps, agency_id, connection_id, actor)
     access = deps.cipher.decrypt(row.access_token_enc, connections.token_context(row, "access"))  # type: ignore[arg-type]
-    _audit_read(db, agency_id, actor, row.id, row.platform, expires, refreshed=False)
-    return IssuedToken(access, expires)
+    _audit_read(db, agency_id, actor, row.id, row.platform, row.token_expires_at, refreshed=False)
+    return IssuedToken(access, row.token_expires_at)
 
 
-def _audit_read(db: Session, agency_id: str, actor: Actor, connection_id: str, platform: str,
+def _audit_read(db: Session | DbConnection, agency_id: str, actor: Actor, connection_id: str, platform: str,
                 expires: datetime | None, refreshed: bool) -> None:
     audit.record_now(db, agency_id, actor, "connection.token_read", "connection", connection_id,
                      platform=platform, refreshed=refreshed, expires_at=expires.isoformat() if expires else None)

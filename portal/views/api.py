@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from portal import logsafe, queue
-from portal.errors import PortalError
+from portal.errors import PortalError, ValidationFailed
 from portal.security.crypto import DecryptionError
 from portal.security.signing import hash_secret
 from portal.services import (
@@ -89,20 +89,28 @@ def _api_guard() -> Any:
 
 @bp.before_request
 def _authenticate() -> Any:
-    if request.endpoint in PUBLIC:
+    if request.endpoint in PUBLIC or request.endpoint == "api.access_token":  # that view authenticates itself
         return None
     now = deps().now()
     key = api_keys.authenticate(db(), request.headers.get("Authorization"), now)
     if key is None:
-        return problem(401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'.",
-                       {"WWW-Authenticate": 'Bearer realm="easyconnect"'})
+        return _unauthorized()
     g.api_caller = Caller(key.id, key.agency_id, key.scope)
     if key.last_used_at == now:
         db().commit()  # the last-used stamp (at most once a minute); otherwise the view's transaction goes on
         # (a view that calls a platform ends its transaction first: see tokens.plan_refreshes)
     if request.method not in ("GET", "HEAD") and not api_keys.may_write(key):
-        return problem(403, "insufficient_scope", "This API key is read-only; this request needs a read_write key.")
+        return _read_only()
     return None
+
+
+def _unauthorized() -> Any:
+    return problem(401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'.",
+                   {"WWW-Authenticate": 'Bearer realm="easyconnect"'})
+
+
+def _read_only() -> Any:
+    return problem(403, "insufficient_scope", "This API key is read-only; this request needs a read_write key.")
 
 
 @bp.after_request
@@ -302,13 +310,31 @@ def delete_connection(connection_id: str) -> Any:
 
 @bp.post("/connections/<connection_id>/access-token")
 def access_token(connection_id: str) -> Any:
-    json_body({})
+    """The hot path authenticates the key and reads the token in one round trip (token_access.read_direct),
+    answering as the other endpoints do: 401, then 403 for a read-only key, then the body's problems."""
+    body_error: Exception | None = None
     try:
-        issued = token_access.fresh_access_token(db(), deps(), caller().agency_id, connection_id, caller().actor())
-    except token_access.ReconnectRequired:
-        db().commit()  # keep the reconnect link the problem document names
-        raise
-    db().commit()
+        json_body({})
+    except (ValidationFailed, HTTPException) as exc:  # reported once the key is known to be good
+        body_error = exc
+    read = token_access.read_direct(runtime().direct_engine, deps(), request.headers.get("Authorization"),
+                                    connection_id, client_ip(), issue=body_error is None)
+    if read.key is None:
+        return _unauthorized()
+    if not api_keys.may_write(read.key):
+        return _read_only()
+    if body_error is not None:
+        raise body_error
+    g.api_caller = Caller(read.key.id, read.key.agency_id, read.key.scope)
+    issued = read.issued
+    if issued is None:  # expiring, broken or without a token of its own: the full path, in a transaction
+        try:
+            issued = token_access.fresh_access_token(db(), deps(), caller().agency_id, connection_id,
+                                                     caller().actor())
+        except token_access.ReconnectRequired:
+            db().commit()  # keep the reconnect link the problem document names
+            raise
+        db().commit()
     return ok({"access_token": issued.access_token, "expires_at": issued.expires_at.isoformat().replace(
         "+00:00", "Z") if issued.expires_at else None, "token_type": issued.token_type})
 

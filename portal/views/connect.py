@@ -43,12 +43,11 @@ def page_brand(agency: Agency, link: ConnectLink) -> Branding:
 
 @bp.get("/c/<token>")
 def link_page(token: str) -> Response:
-    session, d = db(), deps()
     state, key = _cache_key(token)  # counts the visit when it returns a state
     cached = _pages().get(key) if key else None
-    if state is not None and cached is not None:  # the fast path: one statement, no rendering
-        session.commit()
+    if state is not None and cached is not None:  # the fast path: one statement, no rendering, no session
         return _fresh_nonce(cached)
+    session, d = db(), deps()
     resolved = links.resolve_link(session, d.signer, token, d.now())
     if state is None:
         links.note_opened(session, resolved.link)
@@ -80,7 +79,7 @@ def _cache_key(token: str) -> tuple[link_pages.PageState | None, tuple[Any, ...]
     if request.args.get("embed"):
         return None, None
     rt = runtime()
-    state = link_pages.open_page(rt.read_engine, rt.view_counts, deps().signer, token, deps().now())
+    state = link_pages.open_page(rt.direct_engine, rt.view_counts, deps().signer, token, deps().now())
     if state is None:
         return None, None
     i18n.use_language(state.language)

@@ -4,13 +4,13 @@ help, 503 with Retry-After on temporary platform trouble."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import select, update
 
-from portal.models import AuditEvent, Connection, ConnectLink, Health
+from portal.models import ApiKey, AuditEvent, Connection, ConnectLink, Health
 from portal.services import connections as connection_service
 from tests.api.support import auth, connected
 from tests.helpers import fresh
@@ -137,3 +137,111 @@ def test_the_access_token_endpoint_refuses_a_body_with_fields(client, db, runtim
                            headers=auth(tenant.key))
     assert response.status_code == 400
     assert client.get(f"/api/v1/connections/{row.id}/access-token", headers=auth(tenant.key)).status_code == 405
+
+
+def test_a_bad_body_without_a_key_is_401_and_with_a_read_key_403(client, db, runtime):
+    tenant, row = connected(client, db, runtime)
+    url = f"/api/v1/connections/{row.id}/access-token"
+    assert client.post(url, data="{", content_type="application/json").status_code == 401
+    assert client.post(url, json={"x": 1}, headers=auth(tenant.read_key)).status_code == 403
+    assert client.post(url, data="not json", headers=auth(tenant.key)).status_code == 415
+    assert client.post(url, json={}, headers=auth(tenant.key)).status_code == 200  # an empty object is no body
+    assert len(_token_reads(db, row.id)) == 1
+
+
+def test_a_revoked_key_reads_no_token_at_once(client, db, runtime):
+    tenant, row = connected(client, db, runtime)
+    assert _post(client, tenant, row.id).status_code == 200
+    # the key is revoked in the database, as the admin panel does, between two requests
+    fresh(db).execute(update(ApiKey).where(ApiKey.agency_id == tenant.agency_id)
+                      .values(revoked_at=runtime.deps.now()))
+    db.commit()
+    response = _post(client, tenant, row.id)
+    assert response.status_code == 401 and "access_token" not in response.get_data(as_text=True)
+    assert len(_token_reads(db, row.id)) == 1
+
+
+# Every state a connection can be in, against the hot path's one-statement read (PostgreSQL) and its
+# two-statement read (SQLite): a token is handed out as it is only where the full path would too, with
+# exactly one audit row per token handed out and none otherwise.
+NEVER = None
+STATES = {  # name: (health, access token minutes left, refresh token?, refresh token minutes left, access token?)
+    "healthy": (Health.HEALTHY, 120, True, 60 * 24 * 30, True),
+    "healthy, no expiry": (Health.HEALTHY, NEVER, True, NEVER, True),
+    "warning": (Health.WARNING, 120, True, 60 * 24 * 30, True),
+    "expiring in 2 minutes": (Health.HEALTHY, 2, True, 60 * 24 * 30, True),
+    "expiring in exactly 5 minutes": (Health.HEALTHY, 5, True, 60 * 24 * 30, True),
+    "expired, refreshable": (Health.HEALTHY, -10, True, 60 * 24 * 30, True),
+    "error health": (Health.ERROR, 120, True, 60 * 24 * 30, True),
+    "refresh token lapsed": (Health.HEALTHY, 120, True, -1, True),
+    "no refresh token, access lapsed": (Health.HEALTHY, -1, False, NEVER, True),
+    "no refresh token, valid": (Health.HEALTHY, 120, False, NEVER, True),
+    "no access token": (Health.HEALTHY, 120, True, 60 * 24 * 30, False),
+}
+
+
+def test_the_hot_path_hands_out_a_token_as_it_is_only_where_the_full_path_would(client, db, runtime,
+                                                                                  live_sandbox):
+    from portal.services import token_access
+
+    tenant, row = connected(client, db, runtime)
+    cid = row.id
+    for name, (health, access_left, has_refresh, refresh_left, has_access) in STATES.items():
+        now = runtime.deps.now()
+        stored = fresh(db).get(Connection, cid, populate_existing=True)
+        values = {"health": health, "health_reason": "",
+                  "token_expires_at": None if access_left is None else now + timedelta(minutes=access_left),
+                  "refresh_expires_at": None if refresh_left is None else now + timedelta(minutes=refresh_left)}
+        if not has_refresh:
+            values["refresh_token_enc"] = None
+        if not has_access:
+            values["access_token_enc"] = None
+        fresh(db).execute(update(Connection).where(Connection.id == cid).values(**values))
+        db.commit()
+        stored = fresh(db).get(Connection, cid, populate_existing=True)
+        as_it_is = not token_access._needs_full_path(stored, now)
+        access_before, _ = _stored_tokens(db, runtime, cid)
+        reads_before = len(_token_reads(db, cid))
+        refreshes_before = live_sandbox.counters().get("refreshes", 0)
+        response = _post(client, tenant, cid)
+        new_reads = _token_reads(db, cid)[reads_before:]
+        refreshed = live_sandbox.counters().get("refreshes", 0) - refreshes_before
+        if as_it_is:
+            assert response.status_code == 200, name
+            assert response.get_json()["access_token"] == access_before, name
+            assert refreshed == 0, name
+            assert len(new_reads) == 1 and new_reads[0].details["refreshed"] is False, name
+            recorded = new_reads[0].details["expires_at"]
+            expected = stored.token_expires_at
+            assert (recorded is None) if expected is None else \
+                datetime.fromisoformat(recorded) == expected, (name, recorded, expected)
+        else:
+            assert response.status_code != 200 or refreshed == 1 or not has_access, (name, response.status_code)
+            assert len(new_reads) == (1 if response.status_code == 200 else 0), name
+        # back to a working connection for the next state
+        connected_again = fresh(db).get(Connection, cid, populate_existing=True)
+        if connected_again.refresh_token_enc is None or connected_again.access_token_enc is None:
+            tenant, row = connected(client, db, runtime)
+            cid = row.id
+
+
+def test_a_pooled_connection_that_died_is_replaced_without_failing_the_read(client, db, runtime):
+    """The hot path's engine does not ping on checkout (a round trip a request); a connection found dead (the
+    database restarted, an idle timeout) is replaced and the read runs once more."""
+    from sqlalchemy import text
+
+    from portal.db import run_direct
+
+    tenant, row = connected(client, db, runtime)
+    assert _post(client, tenant, row.id).status_code == 200
+    engine = runtime.direct_engine
+    if engine.dialect.name == "postgresql":
+        pid = run_direct(engine, lambda c: c.execute(text("SELECT pg_backend_pid()")).scalar())
+        killed = fresh(db).execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        db.commit()
+        assert killed
+    else:
+        run_direct(engine, lambda c: c.connection.driver_connection.close())
+    response = _post(client, tenant, row.id)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(_token_reads(db, row.id)) == 2
