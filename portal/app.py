@@ -92,8 +92,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(admin_bp)
     # One limiter per app: limits registered on a shared one would leak between apps (tests, workers).
     limiter = Limiter(key_func=get_remote_address, default_limits=[], app=app)
-    api.init_app(app, limiter, csrf)  # REST API: no cookies (CSRF-exempt), rate-limited per API key
-    _check_blueprint_limits_only_for_the_api(app, limiter)
+    api.init_app(app, csrf)  # REST API: no cookies (CSRF-exempt), rate-limited per API key (portal.ratelimit)
     limited = {"agency_admin.login": settings.login_rate_limit, "agency_admin.signup": settings.login_rate_limit,
                # Credentials and server addresses typed by clients: every client shares the portal's IP at
                # Bluesky, so unbounded attempts could get an account's sign-ins throttled there.
@@ -103,6 +102,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
         # Flask-Limiter enforces a decorated limit inside the wrapper, so the wrapper must replace the view.
         app.view_functions[endpoint] = limiter.limit(limit, methods=["POST"])(app.view_functions[endpoint])
     _limit_widget(app, limiter)
+    _no_limiter_hook(app, limiter)
     if settings.sandbox_enabled:
         from portal.sandbox import SandboxServer
         from portal.views import sandbox
@@ -145,18 +145,14 @@ def _only_embedded(view: Any, limited: Any) -> Any:
     return link_page
 
 
-def _check_blueprint_limits_only_for_the_api(app: Flask, limiter: Limiter) -> None:
-    """flask-limiter checks default, application and blueprint limits in a hook on every request. Here the API
-    blueprint is the only one with such limits (every other limit decorates its view and is checked there), so
-    the hook runs for the API's requests alone instead of costing every page its work."""
-    hooks = app.before_request_funcs[None]
-    index = hooks.index(limiter._check_request_limit)
-
-    def _check_api_limits() -> None:
-        if request.blueprint == "api":
-            limiter._check_request_limit()
-
-    hooks[index] = _check_api_limits
+def _no_limiter_hook(app: Flask, limiter: Limiter) -> None:
+    """flask-limiter checks default, application and blueprint limits in a hook on every request. The portal has
+    none of those (each limit decorates its view and is checked there; the API has its own, portal.ratelimit),
+    so the hook would only cost every request its work."""
+    limits = limiter.limit_manager
+    if limits.default_limits or limits.application_limits or limits._blueprint_limits:
+        raise RuntimeError("a default, application or blueprint limit needs flask-limiter's request hook")
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
 
 
 def _register_error_handlers(app: Flask) -> None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, g, render_template, request
-from flask_limiter import Limiter
-from flask_limiter.errors import RateLimitExceeded
+from flask import Blueprint, Flask, current_app, g, render_template, request
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from portal import logsafe, queue
 from portal.errors import PortalError, ValidationFailed
+from portal.ratelimit import RateLimit
 from portal.security.crypto import DecryptionError
-from portal.security.signing import hash_secret
 from portal.services import (
     agencies,
     api_keys,
@@ -58,17 +56,18 @@ PUBLIC = ("api.openapi", "api.docs")
 DEFAULT_LINK_HOURS = 168
 
 
-def init_app(app: Flask, limiter: Limiter, csrf: CSRFProtect) -> None:
+def init_app(app: Flask, csrf: CSRFProtect) -> None:
     """Register the blueprint: no CSRF (no cookies), rate-limited per API key."""
     csrf.exempt(bp)
-    limiter.limit(app.config["EASYCONNECT_SETTINGS"].api_rate_limit, key_func=_rate_key)(bp)
+    app.extensions["api_rate_limit"] = RateLimit(app.config["EASYCONNECT_SETTINGS"].api_rate_limit,
+                                                 app.config["RATELIMIT_STORAGE_URI"], "api")
     app.register_blueprint(bp)
 
 
 def _rate_key() -> str:
     """Requests count per presented key (by its hash), or per address when they carry none."""
-    value = api_keys.bearer_value(request.headers.get("Authorization"))
-    return f"api-key:{hash_secret(value)}" if value else f"api-ip:{client_ip()}"
+    digest = api_keys.presented_digest(request.headers.get("Authorization"))
+    return f"key:{digest}" if digest else f"ip:{client_ip()}"
 
 
 # Guards ------------------------------------------------------------------------------------------------
@@ -84,6 +83,9 @@ def _api_guard() -> Any:
     exc = request.routing_exception
     if isinstance(exc, HTTPException) and (exc.code or 500) >= 400:
         return _http_problem(exc)
+    wait = current_app.extensions["api_rate_limit"].retry_after(_rate_key())
+    if wait is not None:
+        return problem(429, "rate_limited", "Too many requests for this API key.", {"Retry-After": str(wait)})
     return None
 
 
@@ -138,10 +140,6 @@ def _http_problem(exc: HTTPException) -> Any:
     details = {404: "There is no such resource.", 405: "This method is not allowed on this resource.",
                413: f"The body is larger than {MAX_BODY // 1024} KB.", 429: "Too many requests for this API key."}
     headers = {"Allow": ", ".join(sorted(exc.valid_methods or []))} if isinstance(exc, MethodNotAllowed) else {}
-    if isinstance(exc, RateLimitExceeded):
-        # The limiter's own headers cost a Redis read on every request; the window's length is what a client
-        # needs to know, and only when refused.
-        headers["Retry-After"] = str(exc.limit.limit.get_expiry())
     return problem(status, codes.get(status, "http_error"), details.get(status, "The request could not be handled."),
                    headers)
 

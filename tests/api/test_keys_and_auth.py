@@ -146,3 +146,20 @@ def test_requests_are_rate_limited_per_key(settings, db, tenant):
         assert client.get("/api/v1/workspaces", headers=auth(tenant.read_key)).status_code == 200
     finally:
         app.extensions["easyconnect"].close()
+
+
+def test_with_redis_unreachable_the_api_answers_and_still_limits(settings, db, tenant):
+    """The per-key limit lives in Redis; an outage of Redis falls back to counting in the process, so the API
+    neither goes down nor loses its limits (portal.ratelimit)."""
+    from dataclasses import replace
+
+    from portal.app import create_app
+
+    app = create_app(replace(settings, api_rate_limit="3 per minute", redis_url="redis://127.0.0.1:1/0"))  # closed
+    try:
+        client = app.test_client()
+        statuses = [client.get("/api/v1/workspaces", headers=auth(tenant.key)).status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        assert 0 < int(client.get("/api/v1/workspaces", headers=auth(tenant.key)).headers["Retry-After"]) <= 60
+    finally:
+        app.extensions["easyconnect"].close()
