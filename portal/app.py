@@ -146,13 +146,18 @@ def _only_embedded(view: Any, limited: Any) -> Any:
 
 
 def _no_limiter_hook(app: Flask, limiter: Limiter) -> None:
-    """flask-limiter checks default, application and blueprint limits in a hook on every request. The portal has
-    none of those (each limit decorates its view and is checked there; the API has its own, portal.ratelimit),
-    so the hook would only cost every request its work."""
+    """flask-limiter checks default, application and blueprint limits in a hook on every request, and adds its
+    headers in another. The portal has none of those limits (each limit decorates its view and is checked there;
+    the API has its own, portal.ratelimit) and sends no such headers (Retry-After is set on refusals), so the
+    hooks would only cost every request their work."""
     limits = limiter.limit_manager
     if limits.default_limits or limits.application_limits or limits._blueprint_limits:
         raise RuntimeError("a default, application or blueprint limit needs flask-limiter's request hook")
+    if app.config["RATELIMIT_HEADERS_ENABLED"]:
+        raise RuntimeError("rate limit headers need flask-limiter's response hook")
     app.before_request_funcs[None].remove(limiter._check_request_limit)
+    app.after_request_funcs[None] = [hook for hook in app.after_request_funcs[None]
+                                     if getattr(hook, "func", None) is not Limiter._Limiter__inject_headers]
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -168,8 +173,11 @@ def _register_error_handlers(app: Flask) -> None:
     def _refuse_control_characters() -> Any:
         if request.blueprint == "api":
             return None  # the API's own guard checks the same and answers with a problem document
-        has_form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
-        values = [request.path, *request.args.values(), *(request.form.values() if has_form else [])]
+        values = [request.path]
+        if request.query_string:
+            values.extend(request.args.values())
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            values.extend(request.form.values())
         if any("\x00" in value for value in values):
             return _error_page(400, "The request contained characters that are not allowed.")
         return None

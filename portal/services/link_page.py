@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Engine, Text, bindparam, cast, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from portal.db import run_direct
+from portal.db import DirectSelect, run_direct
 from portal.models import Agency, Connection, ConnectLink, CustomPlatform, ProviderApp, WebhookEndpoint, Workspace
 from portal.security.signing import LinkSigner
 
@@ -45,7 +45,8 @@ def _count(model: Any, *where: Any) -> Any:
 
 
 def _latest(column: Any, *where: Any) -> Any:
-    return select(func.max(column)).where(*where).scalar_subquery()
+    # As text: a marker is only compared, never read as a time, so the driver's value needs no conversion.
+    return cast(select(func.max(column)).where(*where).scalar_subquery(), Text)
 
 
 def _build_query() -> Any:
@@ -73,7 +74,7 @@ def _build_query() -> Any:
         .where(link.token_id == bindparam("signed_id")))
 
 
-_QUERY = _build_query()
+_QUERY = DirectSelect(_build_query())
 
 
 def open_page(direct_engine: Engine, views: ViewCounts, signer: LinkSigner, token: str,
@@ -83,7 +84,7 @@ def open_page(direct_engine: Engine, views: ViewCounts, signer: LinkSigner, toke
     token_id = signer.unsign(token)
     if token_id is None:
         return None
-    row = run_direct(direct_engine, lambda connection: connection.execute(_QUERY, {"signed_id": token_id}).first())
+    row = run_direct(direct_engine, lambda connection: _QUERY.first(connection, {"signed_id": token_id}))
     if row is None:
         return None
     link_id, expires_at, revoked_at, max_uses, uses, language, archived_at, default_language, hooks = row[:9]

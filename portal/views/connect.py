@@ -66,6 +66,7 @@ def link_page(token: str) -> Response:
 
 
 NONCE_SLOT = "csp-nonce-slot"
+NO_STORE = (("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"))  # what web.no_store sets
 
 
 def _pages() -> link_pages.PageCache:
@@ -88,7 +89,7 @@ def _cache_key(token: str) -> tuple[link_pages.PageState | None, tuple[Any, ...]
 
 def _fresh_nonce(html: str) -> Response:
     g.csp_nonce = secrets.token_urlsafe(16)
-    return no_store(make_response(html.replace(NONCE_SLOT, g.csp_nonce)))
+    return Response(html.replace(NONCE_SLOT, g.csp_nonce), mimetype="text/html", headers=NO_STORE)
 
 
 @bp.post("/c/<token>/connect/<platform>")

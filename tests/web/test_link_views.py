@@ -56,3 +56,21 @@ def test_a_background_writer_writes_views_within_its_interval(client, db, runtim
         assert fresh(db).get(ConnectLink, link.id).opened_count == 1
     finally:
         counts.close()
+
+
+def test_a_pooled_connection_that_died_does_not_fail_the_link_page(client, db, runtime):
+    """The link page's read goes to the driver directly (portal.db.DirectSelect) on an engine that does not
+    ping: a dead connection must still be noticed, dropped and the read retried on a new one."""
+    from portal.db import run_direct
+
+    *_, path = setup_link(db, runtime.deps)
+    assert client.get(path).status_code == 200
+    engine = runtime.direct_engine
+    if engine.dialect.name == "postgresql":
+        pid = run_direct(engine, lambda c: c.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+        assert fresh(db).execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        db.commit()
+    else:
+        run_direct(engine, lambda c: c.connection.driver_connection.close())
+    response = client.get(path)
+    assert response.status_code == 200 and "briefly unavailable" not in response.get_data(as_text=True)
