@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Text, bindparam, cast, func, select, update
+from sqlalchemy import Engine, Text, bindparam, cast, func, literal_column, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from portal.db import DirectSelect, run_direct
@@ -44,9 +44,12 @@ def _count(model: Any, *where: Any) -> Any:
     return select(func.count()).select_from(model).where(*where).scalar_subquery()
 
 
-def _latest(column: Any, *where: Any) -> Any:
-    # As text: a marker is only compared, never read as a time, so the driver's value needs no conversion.
-    return cast(select(func.max(column)).where(*where).scalar_subquery(), Text)
+def _marker(changed: Any, *where: Any) -> Any:
+    """How many rows match and when the latest changed, as one text value from one scan: a row added, changed or
+    removed changes it. Text because it is only compared, never read as a number or a time."""
+    count_and_latest = cast(func.count(), Text).concat(literal_column("'/'", Text)).concat(
+        func.coalesce(cast(func.max(changed), Text), literal_column("''", Text)))
+    return select(count_and_latest).where(*where).scalar_subquery()
 
 
 def _build_query() -> Any:
@@ -65,11 +68,9 @@ def _build_query() -> Any:
         agency.support_url, agency.headline, agency.instructions, agency.success_text, agency.theme,
         agency.show_powered_by, agency.favicon_version, agency.custom_domain,
         # Markers: a row added, changed or removed behind the platform list or the connection list.
-        _count(Connection, in_workspace).label("connections"),
-        _latest(Connection.updated_at, in_workspace).label("connections_changed"),
-        _count(ProviderApp, own_apps).label("apps"), _latest(ProviderApp.updated_at, own_apps).label("apps_changed"),
-        _count(CustomPlatform, own_platforms).label("customs"),
-        _latest(CustomPlatform.created_at, own_platforms).label("customs_changed"))
+        _marker(Connection.updated_at, in_workspace).label("connections"),
+        _marker(ProviderApp.updated_at, own_apps).label("apps"),
+        _marker(CustomPlatform.created_at, own_platforms).label("customs"))
         .join(ws, ws.id == link.workspace_id).join(agency, agency.id == link.agency_id)
         .where(link.token_id == bindparam("signed_id")))
 
