@@ -13,10 +13,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import Engine, String, and_, bindparam, case, false, func, insert, literal, or_, select, true
+from sqlalchemy import (
+    Engine,
+    String,
+    and_,
+    bindparam,
+    case,
+    false,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 
-from portal.db import run_direct
+from portal.db import DirectSelect, run_direct
 from portal.errors import NotFound, PlatformError, PortalError, RefreshBusy, ServiceUnavailable
 from portal.models import ApiKey, AuditEvent, Connection, ConnectLink, Health
 from portal.services import Deps, api_keys, audit, connections, links, tokens
@@ -80,7 +94,7 @@ class _TokenRow:
 
 _TOKEN_COLUMNS = (Connection.id, Connection.platform, Connection.health, Connection.health_reason,
                   Connection.token_expires_at, Connection.refresh_expires_at, Connection.access_token_enc,
-                  case((Connection.refresh_token_enc.is_not(None), True), else_=None).label("refresh_token_enc"))
+                  case((Connection.refresh_token_enc.is_not(None), true()), else_=null()).label("refresh_token_enc"))
 _TOKEN_ROW = select(*_TOKEN_COLUMNS).where(Connection.id == bindparam("connection_id"),
                                           Connection.agency_id == bindparam("agency_id"))
 # The API key and, when it belongs to the key's agency, the connection: authentication and the read in one
@@ -103,21 +117,29 @@ def _key_token_and_audit() -> Any:
              .where(Connection.id == bindparam("connection_id")).cte("token"))
     now = bindparam("now", type_=Connection.token_expires_at.type)
     lapse = case((token.c.refresh_token_enc.is_(True), token.c.refresh_expires_at), else_=token.c.token_expires_at)
-    expires_text = func.to_char(func.timezone("UTC", token.c.token_expires_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
-    details = func.json_build_object("platform", token.c.platform, "refreshed", false(),
-                                     "expires_at", expires_text.concat("+00:00"))
+    expires_text = func.to_char(func.timezone(_sql("UTC"), token.c.token_expires_at),
+                                _sql('YYYY-MM-DD"T"HH24:MI:SS.US'))
+    details = func.json_build_object(_sql("platform"), token.c.platform, _sql("refreshed"), false(),
+                                     _sql("expires_at"), expires_text.concat(_sql("+00:00")))
     audited = (insert(AuditEvent).from_select(
         ["agency_id", "actor_type", "actor_id", "action", "object_type", "object_id", "ip", "details", "created_at"],
-        select(key.c.agency_id, literal("api"), key.c.id, literal("connection.token_read"), literal("connection"),
+        select(key.c.agency_id, _sql("api"), key.c.id, _sql("connection.token_read"), _sql("connection"),
                token.c.id, bindparam("ip", type_=String), details, now)
         .join_from(key, token, true())
-        .where(key.c.revoked_at.is_(None), key.c.scope == "read_write", token.c.access_token_enc.is_not(None),
-               token.c.health != Health.ERROR, or_(lapse.is_(None), lapse > now),
+        .where(key.c.revoked_at.is_(None), key.c.scope == _sql("read_write"), token.c.access_token_enc.is_not(None),
+               token.c.health != _sql(Health.ERROR.value), or_(lapse.is_(None), lapse > now),
                or_(token.c.token_expires_at.is_(None),
                    token.c.token_expires_at > bindparam("refresh_before", type_=Connection.token_expires_at.type))))
         .returning(AuditEvent.id).cte("audited"))
-    return (select(*key.c, *token.c, select(func.count()).select_from(audited).scalar_subquery())
-            .select_from(key).outerjoin(token, true()))
+    return DirectSelect(select(*key.c, *token.c, select(func.count()).select_from(audited).scalar_subquery())
+                        .select_from(key).outerjoin(token, true()))
+
+
+def _sql(constant: str) -> Any:
+    """A constant written into the statement's text (no parameter to bind on every execution)."""
+    if "'" in constant:
+        raise ValueError("a quote in a constant")
+    return literal_column(f"'{constant}'", String)
 
 
 _KEY_TOKEN_AND_AUDIT = _key_token_and_audit()
@@ -147,9 +169,9 @@ def read_direct(engine: Engine, deps: Deps, authorization: str | None, connectio
     def work(connection: DbConnection) -> DirectRead:
         one_statement = issue and connection.dialect.name == "postgresql"
         if one_statement:
-            row = connection.execute(_KEY_TOKEN_AND_AUDIT, {
+            row = _KEY_TOKEN_AND_AUDIT.first(connection, {
                 "digest": digest, "connection_id": connection_id, "ip": ip, "now": now,
-                "refresh_before": now + REFRESH_WITHIN}).first()
+                "refresh_before": now + REFRESH_WITHIN})
         else:
             row = connection.execute(_KEY_AND_TOKEN, {"digest": digest, "connection_id": connection_id}).first()
         key = api_keys.live_key(connection, row, digest, now)
