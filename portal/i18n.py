@@ -11,6 +11,8 @@ from __future__ import annotations
 from flask import Flask, Response, g, request
 from flask_babel import Babel, get_locale, gettext, refresh
 
+from portal.text import Text
+
 LANGUAGES = {"en": "English", "es": "Español", "fr": "Français", "de": "Deutsch", "pt": "Português"}
 COOKIE = "easyconnect_lang"
 
@@ -25,6 +27,19 @@ def select_locale() -> str:
     return request.accept_languages.best_match(list(LANGUAGES)) or "en"
 
 
+def translate(text: Text | str) -> str:
+    """``text`` in the request's language: a ``Text`` (its parameters inserted after translation, themselves
+    translated when they are ``Text``) or a plain English sentence the catalog may know. Always plain text, so
+    templates escape it."""
+    if isinstance(text, Text):
+        translated = gettext(text.template)
+        if not text.params:
+            return str(translated)
+        return str(translated) % {name: translate(value) if isinstance(value, Text) else value
+                                  for name, value in text.params.items()}
+    return str(gettext(str(text)))
+
+
 def use_language(language: str | None) -> None:
     """The page's own language (a link's, or its agency's default), below the client's switch."""
     if language in LANGUAGES and g.get("page_language") != language:
@@ -37,7 +52,7 @@ def init_app(app: Flask, translations: str) -> None:
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES
     # For messages known only at run time (error texts): translated when the catalog has them, and
     # always escaped, unlike Jinja's _() which would mark the (possibly user-influenced) text safe.
-    app.jinja_env.filters["translate"] = lambda text: gettext(str(text))
+    app.jinja_env.filters["translate"] = translate
 
     @app.context_processor
     def _locale() -> dict[str, str]:

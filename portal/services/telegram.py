@@ -48,6 +48,7 @@ from portal.security.crypto import column_context
 from portal.security.signing import constant_time_equals, hash_secret
 from portal.services import Deps, connections, links, platforms
 from portal.services.audit import Actor
+from portal.text import Text
 
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
@@ -60,10 +61,15 @@ MAX_LONG_POLL = 10  # seconds; below the platform client's 15-second read timeou
 _COMMAND = re.compile(r"/connect(?:@[A-Za-z0-9_]{1,64})?\s+([A-Za-z0-9 \-]{1,40})", re.IGNORECASE)
 _LOOKALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
-WAITING = "Waiting for your /connect message in Telegram. This page checks by itself."
-PRIVATE_CHAT = ("We saw your code in a private chat with the bot. Post it in the channel or group you want to "
-                "connect instead.")
-BOT_BROKEN = "This portal's Telegram bot is not working right now, so nothing can be connected. Please tell the sender."
+WAITING = Text("Waiting for your /connect message in Telegram. This page checks by itself.")
+PRIVATE_CHAT = Text("We saw your code in a private chat with the bot. Post it in the channel or group you want to "
+                    "connect instead.")
+BOT_BROKEN = Text("This portal's Telegram bot is not working right now, so nothing can be connected. "
+                  "Please tell the sender.")
+CONNECTED = Text("Connected.")
+CHECKING = Text("We found your message and are checking the bot's rights…")
+SLOW = Text("Telegram is slow to answer; we will check again shortly.")
+SLOW_DOWN = Text("Telegram asked us to slow down; we will check again shortly.")
 
 
 class BotUnavailable(PortalError):
@@ -85,7 +91,7 @@ class BotCodePage:
 @dataclass(frozen=True)
 class Status:
     state: str  # waiting | action_needed | connected | expired | failed | unavailable
-    message: str
+    message: Text | str  # shown translated (portal.i18n.translate)
     retry_after: float | None = None
 
     @property
@@ -199,12 +205,12 @@ def check(db: Session, deps: Deps, link: ConnectLink, attempt_id: str, ip: str |
 
 def _settled(deps: Deps, attempt: ConnectAttempt) -> Status | None:
     if attempt.stage == AttemptStage.CONNECTED:
-        return Status("connected", "Connected.")
+        return Status("connected", CONNECTED)
     if attempt.stage == AttemptStage.FAILED:
-        return Status("failed", "This attempt could not be finished, so nothing was connected. Please start again "
-                                "from your link.")
+        return Status("failed", Text("This attempt could not be finished, so nothing was connected. Please start "
+                                     "again from your link."))
     if attempt.expires_at <= deps.now():
-        return Status("expired", "This code has expired. Get a new code and post that one instead.")
+        return Status("expired", Text("This code has expired. Get a new code and post that one instead."))
     return None
 
 
@@ -218,8 +224,7 @@ def _poll_quietly(db: Session, deps: Deps, spec: ProviderSpec, app: AppCredentia
         if exc.kind == PlatformError.APP_MISCONFIGURED:
             return Status("unavailable", BOT_BROKEN)
         if exc.kind == PlatformError.RATE_LIMITED:
-            return Status("waiting", "Telegram asked us to slow down; we will check again shortly.",
-                          retry_after=exc.retry_after)
+            return Status("waiting", SLOW_DOWN, retry_after=exc.retry_after)
     return None
 
 
@@ -307,7 +312,7 @@ def _finish(db: Session, deps: Deps, link: ConnectLink, attempt: ConnectAttempt,
                          .values(callback_at=deps.now()).execution_options(synchronize_session=False))
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         db.rollback()
-        return Status("waiting", "We found your message and are checking the bot's rights…")
+        return Status("waiting", CHECKING)
     db.commit()
     db.refresh(attempt)
     match = (attempt.candidates or [{}])[0]
@@ -328,7 +333,7 @@ def _finish(db: Session, deps: Deps, link: ConnectLink, attempt: ConnectAttempt,
         return Status("failed", exc.public_message)
     if isinstance(match.get("message_id"), int):
         _delete_quietly(telegram, spec, app, checked.chat.id, match["message_id"])
-    return Status("connected", "Connected.")
+    return Status("connected", CONNECTED)
 
 
 def _store(db: Session, deps: Deps, link: ConnectLink, attempt: ConnectAttempt, spec: ProviderSpec,
@@ -364,21 +369,28 @@ def _release_after_error(db: Session, attempt: ConnectAttempt, match: dict[str, 
     _release(db, attempt, None)
     if exc.kind == PlatformError.APP_MISCONFIGURED:
         return Status("unavailable", BOT_BROKEN)
-    return Status("waiting", "Telegram is slow to answer; we will check again shortly.", retry_after=exc.retry_after)
+    return Status("waiting", SLOW, retry_after=exc.retry_after)
 
 
-def rights_message(problem: str, title: str, bot_username: str, chat_type: str) -> str:
-    """What the client must fix, in plain words."""
-    bot = f"@{bot_username}" if bot_username else "The bot"
-    where = f"“{title}”" if title else "that chat"
-    again = "then press “Check now”. You don't need to post the code again."
-    if problem == "no_post_right":
-        return (f"{bot} is an administrator of {where} but may not post there. Turn on its “Post messages” right, "
-                f"{again}")
-    if problem == "not_admin":
-        right = " with the “Post messages” right" if chat_type == "channel" else ""
-        return f"{bot} is in {where} but is not an administrator. Make it an administrator{right}, {again}"
-    return f"{bot} is not in {where}. Add it as an administrator, {again}"
+_AGAIN = " then press “Check now”. You don't need to post the code again."
+RIGHTS = {
+    "no_post_right": Text("%(bot)s is an administrator of %(where)s but may not post there. Turn on its “Post "
+                          "messages” right," + _AGAIN),
+    "not_admin_channel": Text("%(bot)s is in %(where)s but is not an administrator. Make it an administrator with "
+                              "the “Post messages” right," + _AGAIN),
+    "not_admin": Text("%(bot)s is in %(where)s but is not an administrator. Make it an administrator," + _AGAIN),
+    "not_member": Text("%(bot)s is not in %(where)s. Add it as an administrator," + _AGAIN),
+}
+
+
+def rights_message(problem: str, title: str, bot_username: str, chat_type: str) -> Text:
+    """What the client must fix, in plain words (translated where it is shown)."""
+    bot: str | Text = f"@{bot_username}" if bot_username else Text("The bot")
+    where = Text("“%(title)s”", {"title": title}) if title else Text("that chat")
+    if problem == "not_admin" and chat_type == "channel":
+        problem = "not_admin_channel"
+    template = RIGHTS.get(problem, RIGHTS["not_member"])
+    return Text(template.template, {"bot": bot, "where": where})
 
 
 def _delete_quietly(telegram: Telegram, spec: ProviderSpec, app: AppCredentials, chat_id: str,

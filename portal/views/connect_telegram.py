@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify, make_response, redirect, render_template, request
 
+from portal import i18n
 from portal.services import links, telegram
 from portal.views import widget as widget_view
 from portal.views.connect import bp, browser_secret, page_brand
@@ -43,7 +44,8 @@ def telegram_status(token: str, attempt_id: str) -> Response:
     session, d = db(), deps()
     resolved = links.resolve_link(session, d.signer, token, d.now(), platform=telegram.PLATFORM)
     status = telegram.check(session, d, resolved.link, attempt_id, client_ip())
-    body = {"state": status.state, "message": status.message, "final": status.final,
+    i18n.use_language(resolved.link.language or resolved.agency.default_language)  # as its page (page_brand)
+    body = {"state": status.state, "message": i18n.translate(status.message), "final": status.final,
             "retry_after": status.retry_after}
     if status.state == "connected":
         body["next"] = f"/c/{token}/done/{attempt_id}"

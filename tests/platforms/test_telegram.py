@@ -241,6 +241,38 @@ def test_channel_admin_without_post_messages_is_told_which_right_is_missing(clie
     assert connections_in(db, workspace.id) == []
 
 
+def test_status_messages_are_in_the_links_language_with_the_chat_title_as_data(client, db, runtime, live_sandbox):
+    _, workspace, _, path = telegram_link(db, runtime, language="de")
+    page = open_page(client, path)
+    post(live_sandbox, HIKERS, f"/connect@{BOT} {page.code}")
+    answer = status(client, page)
+    assert answer["state"] == "action_needed"
+    assert answer["message"].startswith(f"@{BOT} ist in „Northwind Hikers Chat“, aber kein Administrator"), answer
+    no_js = client.post(page.check_url, data={"code": page.code}).get_data(as_text=True)
+    assert "aber kein Administrator" in no_js and "jetzt prüfen" in no_js
+    set_role(live_sandbox, HIKERS, "kicked")
+    assert "ist nicht in „Northwind Hikers Chat“" in status(client, page)["message"]
+
+
+def test_a_translated_message_escapes_its_data():
+    from flask import Flask, render_template_string
+
+    from portal import i18n
+    from portal.app import ROOT
+    from portal.services.telegram import rights_message
+    from portal.text import Text
+
+    app = Flask("t")
+    i18n.init_app(app, str(ROOT / "portal" / "translations"))
+    message = rights_message("not_member", "<script>alert(1)</script>", "", "channel")
+    with app.test_request_context("/?lang=fr"):
+        html = render_template_string("{{ m|translate }}", m=message)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert html.startswith("Le bot n&#39;est pas dans « &lt;script&gt;")
+    assert str(message).startswith("The bot is not in “<script>")  # English outside a request: logs, tests
+    assert i18n.translate(Text("%(x)s", {"x": "%(y)s"})) == "%(y)s"  # data is never a template
+
+
 # Concurrency and offsets -----------------------------------------------------------------------------------
 
 def test_two_checks_at_once_give_one_connection(client, app, db, runtime, live_sandbox):
