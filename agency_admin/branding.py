@@ -20,7 +20,7 @@ from portal import i18n
 from portal.errors import PortalError, ValidationFailed
 from portal.models import Agency
 from portal.security.framing import content_security_policy
-from portal.services import agencies, branding, link_mail, links, platforms, self_service
+from portal.services import agencies, branding, domains, link_mail, links, platforms, self_service
 from portal.services.audit import Actor
 from portal.web import client_ip, csp_nonce, db, deps
 
@@ -60,6 +60,30 @@ def save_agency_settings() -> Any:
         db().rollback()
         flash(exc.public_message, "error")
     return redirect(url_for("agency_admin.branding"))
+
+
+@bp.post("/branding/domain/verify")
+@login_required
+def verify_custom_domain() -> Any:
+    try:
+        agency = domains.verify(db(), deps().settings, _agency_id(), _actor(), deps().now())
+        db().commit()
+        flash(f"{agency.custom_domain} is verified: links and client pages now use it.", "success")
+    except ValidationFailed as exc:
+        db().rollback()
+        flash(exc.public_message, "error")
+    return redirect(url_for("agency_admin.branding"))
+
+
+@bp.app_template_global()
+def custom_domain_challenge(agency: Agency) -> domains.Challenge | None:
+    """For the branding page (its view lives in views.py): the DNS record still to publish, if any."""
+    return domains.pending_challenge(agency)
+
+
+@bp.app_template_global()
+def custom_domain_cname_target() -> str:
+    return urlsplit(deps().settings.base_url).hostname or ""
 
 
 @bp.post("/branding/favicon")

@@ -54,6 +54,7 @@ REQUIRED: dict[str, str] = {
     "agency_admin.branding": ADMIN,
     "agency_admin.branding_preview": ADMIN,
     "agency_admin.save_agency_settings": ADMIN,
+    "agency_admin.verify_custom_domain": ADMIN,
     "agency_admin.upload_favicon": ADMIN,
     "agency_admin.upload_brand_asset": ADMIN,
     "agency_admin.workspace_branding": ADMIN,

@@ -12,6 +12,7 @@ so a key is rotated by prepending a new one and dropping the oldest later.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import secrets
@@ -46,6 +47,8 @@ ENV_DOC: dict[str, str] = {
     "PORTAL_EVENT_RETENTION_DAYS": "days finished webhook deliveries/events and sent emails are kept (30)",
     "PORTAL_NOTIFICATION_RETENTION_DAYS": "days read notifications are kept (90)",
     "PORTAL_CUSTOM_DOMAINS": "1 lets agencies map their own host to the portal (default 0); see README",
+    "PORTAL_DNS_NAMESERVERS": "resolvers asked for custom-domain TXT proofs: ip or ip:port, comma-separated "
+                              "(default: the system's)",
     "PORTAL_ALLOW_PRIVATE_URLS": "1 lets user-supplied URLs reach private addresses (default on outside production; "
                                  "refused in production)",
 }
@@ -100,6 +103,8 @@ class Settings:
     # Agencies may map their own host (connect.agency.example) to the portal: its links, pages and OAuth
     # callbacks (with the agency's own apps) then use that host. The operator routes and certifies it.
     custom_domains: bool = False
+    # Resolvers (ip, port) asked for a custom domain's TXT proof; empty = the system's resolver.
+    dns_nameservers: tuple[tuple[str, int], ...] = ()
     # Retention (days): what is left of a deleted workspace or agency (its tokens go at once); finished
     # webhook deliveries/events and sent emails; read notifications.
     offboarding_retention_days: int = 30
@@ -130,6 +135,30 @@ def _redact_url(url: str) -> str:
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def parse_nameservers(value: str) -> tuple[tuple[str, int], ...]:
+    """``ip`` or ``ip:port`` (``[v6]:port`` for IPv6 with a port), comma-separated. IP literals only: a
+    resolver named by a host name would itself need a resolver, and its answers decide domain ownership."""
+    servers = []
+    for entry in _split(value):
+        host, port = entry, "53"
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise ConfigError(f"PORTAL_DNS_NAMESERVERS entry {entry!r} must be ip or ip:port")
+                port = rest[1:]
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ConfigError(f"PORTAL_DNS_NAMESERVERS entry {entry!r} is not an IP address") from None
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"PORTAL_DNS_NAMESERVERS entry {entry!r} needs a port from 1 to 65535")
+        servers.append((address, int(port)))
+    return tuple(servers)
 
 
 def parse_token_keys(value: str) -> tuple[tuple[str, bytes], ...]:
@@ -224,6 +253,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         view_flush_seconds=float(env.get("PORTAL_VIEW_FLUSH_SECONDS", "1")),
         mail_from=env.get("PORTAL_MAIL_FROM", "EasyConnect <no-reply@localhost>"),
         custom_domains=env.get("PORTAL_CUSTOM_DOMAINS", "0") == "1",
+        dns_nameservers=parse_nameservers(env.get("PORTAL_DNS_NAMESERVERS", "")),
         offboarding_retention_days=int(env.get("PORTAL_OFFBOARDING_RETENTION_DAYS", "30")),
         event_retention_days=int(env.get("PORTAL_EVENT_RETENTION_DAYS", "30")),
         notification_retention_days=int(env.get("PORTAL_NOTIFICATION_RETENTION_DAYS", "90")),

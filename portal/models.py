@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import text as sa_text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base, utcnow
@@ -51,6 +52,13 @@ class AttemptStage(enum.StrEnum):
 
 class Agency(Base):
     __tablename__ = "agencies"
+    __table_args__ = (
+        # One agency per domain, among proven claims only: an unproven claim blocks nobody (no squatting a domain
+        # its owner has not added yet) and is never served (portal.services.domains).
+        Index("uq_agencies_verified_domain", "custom_domain", unique=True,
+              sqlite_where=sa_text("custom_domain_verified_at IS NOT NULL"),
+              postgresql_where=sa_text("custom_domain_verified_at IS NOT NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(120))
@@ -76,8 +84,11 @@ class Agency(Base):
     favicon_type: Mapped[str | None] = mapped_column(String(32))
     favicon_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The agency's own host (connect.agency.example) mapped to the portal; client pages and OAuth
-    # callbacks on it carry the agency's brand.
-    custom_domain: Mapped[str | None] = mapped_column(String(253), unique=True)
+    # callbacks on it carry the agency's brand, once the agency has proven it controls the domain: a DNS TXT
+    # record holding this token (portal.services.domains).
+    custom_domain: Mapped[str | None] = mapped_column(String(253), index=True)
+    custom_domain_token: Mapped[str | None] = mapped_column(String(64))
+    custom_domain_verified_at: Mapped[datetime | None] = mapped_column()
     # Client pages' language when neither the link nor the browser picks one.
     default_language: Mapped[str | None] = mapped_column(String(8))
     # Offboarding: tokens are deleted at once; the rows after the retention period.

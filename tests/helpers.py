@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import html
 import re
+import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.rrset
 import requests
 from sqlalchemy.orm import Session
 
@@ -162,3 +170,55 @@ def csrf_from(client: Any, path: str = "/admin/") -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert match, "no CSRF token on " + path
     return match.group(1)
+
+
+class DnsServer:
+    """A real DNS server on 127.0.0.1 (UDP, random port) for custom-domain proofs: answers TXT questions from
+    ``records`` (name -> values; an empty list is a name with no TXT record), NXDOMAIN for any other name.
+    ``silent`` never answers, so lookups time out; ``on_question`` (if set) runs before each answer, for
+    something to happen while a lookup is under way."""
+
+    def __init__(self, silent: bool = False) -> None:
+        self.records: dict[str, list[str]] = {}
+        self.silent = silent
+        self.on_question: Callable[[str], None] | None = None
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.1)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._socket.getsockname()
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(5)
+        self._socket.close()
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                wire, sender = self._socket.recvfrom(4096)
+            except TimeoutError:
+                continue
+            if not self.silent:
+                self._socket.sendto(self._answer(wire), sender)
+
+    def _answer(self, wire: bytes) -> bytes:
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        if self.on_question is not None:
+            self.on_question(name)
+        values = self.records.get(name)
+        if values is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif question.rdtype == dns.rdatatype.TXT and values:
+            response.answer.append(dns.rrset.from_rdata_list(question.name, 60, [
+                dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, [value.encode()]) for value in values]))
+        return response.to_wire()

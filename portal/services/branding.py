@@ -20,12 +20,11 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.errors import NotFound, ValidationFailed
 from portal.models import Agency, BrandAsset, ConnectLink, Workspace
-from portal.services import audit
+from portal.services import audit, domains
 from portal.services.agencies import (
     THEMES,
     Branding,
@@ -276,29 +275,27 @@ def clean_custom_domain(value: str, portal_host: str) -> str | None:
 
 def save_agency_settings(db: Session, agency_id: str, actor: Actor, *, custom_domain: str,
                          default_language: str, portal_host: str) -> Agency:
-    """The agency's custom domain (unique across agencies) and its clients' default language."""
+    """The agency's custom domain claim and its clients' default language. A claim is served only once
+    proven by DNS (``domains.verify``); any agency may claim a domain nobody has proven yet."""
     agency = db.get(Agency, agency_id)
     if agency is None:
         raise NotFound()
     domain = clean_custom_domain(custom_domain, portal_host)
-    taken = domain and db.scalar(select(Agency.id).where(Agency.custom_domain == domain, Agency.id != agency_id))
-    if taken:
+    if domain and domain != agency.custom_domain and domains.verified_by_another(db, agency_id, domain):
         raise ValidationFailed("This domain is already used by another account.")
-    agency.custom_domain = domain
+    changed = domain != agency.custom_domain
+    domains.claim(agency, domain)
     agency.default_language = clean_language(default_language)
-    try:
-        with db.begin_nested():
-            db.flush()  # two agencies claiming one domain at once: the unique index decides
-    except IntegrityError:
-        raise ValidationFailed("This domain is already used by another account.") from None
+    db.flush()
     audit.record(db, agency_id, actor, "agency.settings_updated", "agency", agency_id, custom_domain=domain,
-                 default_language=agency.default_language)
+                 domain_changed=changed, default_language=agency.default_language)
     return agency
 
 
 def agency_id_for_domain(db: Session, host: str) -> str | None:
-    """The agency whose custom domain this request host is (port ignored), if any."""
+    """The agency whose proven custom domain this request host is (port ignored), if any."""
     name = host.split(":", 1)[0].lower().rstrip(".")
     if not name or len(name) > 253:
         return None
-    return db.scalar(select(Agency.id).where(Agency.custom_domain == name, Agency.deleted_at.is_(None)))
+    return db.scalar(select(Agency.id).where(Agency.custom_domain == name, Agency.deleted_at.is_(None),
+                                             Agency.custom_domain_verified_at.is_not(None)))

@@ -66,7 +66,7 @@ def _build_query() -> Any:
         cast(link.branding, Text).label("link_branding"), ws.name.label("workspace_name"),
         cast(ws.branding, Text).label("workspace_branding"), agency.name, agency.brand_color, agency.logo_version,
         agency.support_url, agency.headline, agency.instructions, agency.success_text, agency.theme,
-        agency.show_powered_by, agency.favicon_version, agency.custom_domain,
+        agency.show_powered_by, agency.favicon_version, agency.custom_domain, agency.custom_domain_verified_at,
         # Markers: a row added, changed or removed behind the platform list or the connection list.
         _marker(Connection.updated_at, in_workspace).label("connections"),
         _marker(ProviderApp.updated_at, own_apps).label("apps"),

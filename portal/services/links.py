@@ -44,7 +44,7 @@ class ResolvedLink:
 
 
 def link_url(deps: Deps, link: ConnectLink) -> str:
-    """The link's URL: on the agency's custom domain when it has one (and the operator allows them)."""
+    """The link's URL: on the agency's proven custom domain when it has one (and the operator allows them)."""
     return f"{public_base(deps, link)}/c/{deps.signer.sign(link.token_id)}"
 
 
@@ -54,8 +54,8 @@ def public_base(deps: Deps, link: ConnectLink) -> str:
         return settings.base_url
     session = object_session(link)
     agency = session.get(Agency, link.agency_id) if session is not None else None  # identity map: no query
-    if agency is None or not agency.custom_domain:
-        return settings.base_url
+    if agency is None or not agency.custom_domain or agency.custom_domain_verified_at is None:
+        return settings.base_url  # an unproven domain may be someone else's: never hand it out
     return f"{settings.base_url.split('://', 1)[0]}://{agency.custom_domain}"
 
 
