@@ -7,7 +7,8 @@ What happens, in order:
    tokens and PKCE verifiers are nulled); links are revoked (they answer 410); the workspace (or
    the agency and all its workspaces) is stamped ``deleted_at``. For an agency also: API keys are
    revoked, webhook endpoints (and their secrets) deleted, pending invitations revoked and every
-   admin session ended, so nobody can log in, no key works and no webhook is sent.
+   admin session ended, so nobody can log in, no key works and no webhook is sent; its custom domain
+   is released (another agency may prove it at once).
 2. The tokens to revoke at the platforms leave the transaction sealed (encrypted with the token
    keys, bound to this offboarding) and are revoked by a worker job after the commit
    (``revoke_sealed``): a slow or failing platform never holds the request or keeps a token in the
@@ -133,8 +134,11 @@ def delete_agency(db: Session, deps: Deps, agency_id: str, typed_name: str, acto
     ):
         db.execute(statement.execution_options(synchronize_session=False))
     agency.deleted_at = now
+    released_domain = agency.custom_domain
+    # Its pages are gone: a proven domain must not stay blocked for its next owner until the purge.
+    agency.custom_domain = agency.custom_domain_token = agency.custom_domain_verified_at = None
     audit.record(db, agency_id, actor, "agency.deleted", "agency", agency_id, connections=len(doomed),
-                 revocations=revocations)
+                 revocations=revocations, released_domain=released_domain)
     return Offboarded("agency", agency_id, len(doomed), seal_id, sealed)
 
 

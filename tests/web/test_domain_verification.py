@@ -11,7 +11,7 @@ from sqlalchemy import select
 from portal.db import make_session_factory
 from portal.errors import ValidationFailed
 from portal.models import Agency, AuditEvent, ConnectLink
-from portal.services import branding, domains, links
+from portal.services import branding, domains, links, offboarding
 from portal.services.audit import SYSTEM
 from tests.helpers import csrf_from, fresh, login, make_member, setup_link
 from tests.web.test_team import team_of
@@ -199,3 +199,40 @@ def test_a_domain_changed_during_the_lookup_is_not_verified(db, domain_app, dns_
         _verify(db, domain_app, member.agency_id)
     agency = fresh(db).get(Agency, member.agency_id)
     assert agency.custom_domain == "other.acme.example" and agency.custom_domain_verified_at is None
+
+
+def test_a_proof_landing_during_the_lookup_wins_and_the_slower_one_is_refused(
+        db, domain_app, dns_records, dns_server, inspect_engine, runtime):
+    slower, faster = make_member(db, "Slower"), make_member(db, "Faster")
+    _save(db, slower.agency_id)
+    dns_records[RECORD] = [_record_of(db, slower.agency_id).value]
+    elsewhere = make_session_factory(inspect_engine)()
+
+    def faster_proof_lands(name):  # as if the other agency's verify committed while this lookup waited
+        agency = elsewhere.get(Agency, faster.agency_id)
+        agency.custom_domain, agency.custom_domain_verified_at = DOMAIN, runtime.deps.now()
+        elsewhere.commit()
+        elsewhere.close()
+
+    dns_server.on_question = faster_proof_lands
+    portal_db = domain_app.extensions["easyconnect"].session_factory()  # the portal's own: writes start at once
+    try:
+        with pytest.raises(ValidationFailed, match="already verified by another account"):
+            _verify(portal_db, domain_app, slower.agency_id)  # the unique index refuses the second proof
+    finally:
+        portal_db.close()
+    assert fresh(db).get(Agency, slower.agency_id).custom_domain_verified_at is None
+    assert fresh(db).get(Agency, faster.agency_id).custom_domain_verified_at is not None
+
+
+def test_deleting_an_agency_releases_its_proven_domain_at_once(db, prove, runtime):
+    gone, next_owner = make_member(db, "Gone"), make_member(db, "Next")
+    prove(gone.agency_id, DOMAIN)
+    offboarding.delete_agency(db, runtime.deps, gone.agency_id, "Gone", SYSTEM)
+    db.commit()
+    agency = fresh(db).get(Agency, gone.agency_id)
+    assert (agency.custom_domain, agency.custom_domain_token, agency.custom_domain_verified_at) == (None, None, None)
+    deleted = fresh(db).scalars(select(AuditEvent.details).where(AuditEvent.agency_id == gone.agency_id,
+                                                                 AuditEvent.action == "agency.deleted")).one()
+    assert DOMAIN in str(deleted)  # the record of what it had stays in its audit log until the purge
+    assert prove(next_owner.agency_id, DOMAIN).custom_domain_verified_at is not None
