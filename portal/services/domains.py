@@ -61,7 +61,7 @@ def claim(agency: Agency, domain: str | None) -> None:
 
 def pending_challenge(agency: Agency) -> Challenge | None:
     """The record to publish while the agency's domain is unproven (None when there is no domain, it is
-    proven, or a claim saved before proofs existed has no token yet: saving it again issues one)."""
+    proven, or the claim has no token: migration 0016 gave every older claim one, and saving issues one)."""
     if not agency.custom_domain or agency.custom_domain_verified_at is not None or not agency.custom_domain_token:
         return None
     return challenge_for(agency.custom_domain, agency.custom_domain_token)
